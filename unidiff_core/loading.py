@@ -1,0 +1,253 @@
+"""Safe checkpoint loading: safetensors only, straight into the target dtype, strict keys, no network.
+
+Layouts:
+* a diffusers-layout folder with `transformer/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`
+  (the released OneDiffusion repository);
+* a single transformer `.safetensors` file (e.g. a bf16 repack) with the VAE and the text encoder
+  given separately. Its config comes from a `config.json` beside it, the file's metadata
+  (`config` key), or is inferred from the tensor shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from .config import NextDiTConfig
+from .model import NextDiT
+
+PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
+TRANSFORMER_WEIGHTS = "diffusion_pytorch_model.safetensors"
+TRANSFORMER_INDEX = "diffusion_pytorch_model.safetensors.index.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message names the file and what to do."""
+
+
+# ------------------------------------------------------------------------------ safetensors
+def refuse_pickle(path: Path) -> None:
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise CheckpointError(
+            f"{path}: pickle checkpoints ({path.suffix}) can run arbitrary code and are refused; "
+            "convert the weights to .safetensors"
+        )
+
+
+def check_safetensors(path: Path) -> None:
+    """Fail early, with the file named, on a missing, pickled, truncated or corrupt file."""
+    if not path.exists():
+        raise CheckpointError(f"weights file not found: {path}")
+    refuse_pickle(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{path}: file is truncated ({path.stat().st_size} bytes), not a safetensors file")
+        header_len = int.from_bytes(head, "little")
+        size = path.stat().st_size
+        if head[:2] == b"PK" or head[:1] == b"\x80":
+            raise CheckpointError(f"{path}: this is a pickle/zip file named .safetensors; refused (convert it)")
+        if header_len <= 0 or 8 + header_len > size:
+            raise CheckpointError(f"{path}: corrupt or truncated safetensors header; re-download the file")
+        try:
+            header = json.loads(f.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise CheckpointError(f"{path}: corrupt safetensors header (not JSON); re-download the file") from None
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + header_len + end > size:
+        raise CheckpointError(
+            f"{path}: truncated: the header needs {8 + header_len + end} bytes but the file has {size}; "
+            "re-download the file"
+        )
+
+
+def safetensors_metadata(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}
+
+
+def read_shapes(files: list[Path]) -> dict[str, tuple]:
+    from safetensors import safe_open
+
+    shapes = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():
+                shapes[key] = tuple(f.get_slice(key).get_shape())
+    return shapes
+
+
+# ------------------------------------------------------------------------------ transformer
+def transformer_files(path: Path) -> tuple[list[Path], Path | None]:
+    """(weight files, config.json or None) for a folder or a single file."""
+    if path.is_file():
+        check_safetensors(path)
+        config = path.with_suffix(".json") if path.with_suffix(".json").exists() else None
+        if config is None and (path.parent / "config.json").exists():
+            config = path.parent / "config.json"
+        return [path], config
+    if not path.is_dir():
+        raise CheckpointError(f"transformer checkpoint not found: {path}")
+    config = path / "config.json"
+    if not config.exists():
+        raise CheckpointError(f"{path}: missing config.json of the transformer")
+    single, index = path / TRANSFORMER_WEIGHTS, path / TRANSFORMER_INDEX
+    if single.exists():
+        files = [single]
+    elif index.exists():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        files = [path / name for name in sorted(set(weight_map.values()))]
+    else:
+        pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
+        hint = f" (found pickle files {pickles}, which are refused: convert them to safetensors)" if pickles else ""
+        raise CheckpointError(f"{path}: no {TRANSFORMER_WEIGHTS}{hint}")
+    for file in files:
+        check_safetensors(file)
+    return files, config
+
+
+def infer_config(shapes: dict[str, tuple], source: str) -> NextDiTConfig:
+    """Rebuild the NextDiT config from tensor shapes (for a bare single-file transformer)."""
+    try:
+        hidden = shapes["x_embedder.weight"][0]
+        in_channels = shapes["x_embedder.weight"][1] // 4
+        heads = shapes["layers.0.attention.gate"][0]
+        kv_width, caption = shapes["layers.0.attention.wk_y.weight"]
+        ffn = shapes["layers.0.feed_forward.w1.weight"][0]
+    except KeyError as e:
+        raise CheckpointError(f"{source}: not a NextDiT/OneDiffusion transformer (no {e.args[0]})") from None
+    depth = 1 + max(int(k.split(".")[1]) for k in shapes if k.startswith("layers."))
+    head_dim = hidden // heads
+    multiple_of = 256
+    cfg = NextDiTConfig(hidden_size=hidden, in_channels=in_channels, depth=depth, num_heads=heads,
+                        num_kv_heads=kv_width // head_dim, caption_channels=caption,
+                        qk_norm="layers.0.attention.q_norm.weight" in shapes, multiple_of=multiple_of)
+    if cfg.ffn_hidden_size != ffn:
+        # Any width the formula can produce: pick the multiplier that gives exactly `ffn`.
+        cfg.multiple_of = 1
+        base = int(2 * (4 * hidden) / 3)
+        cfg.ffn_dim_multiplier = (ffn + 0.5) / base
+        if cfg.ffn_hidden_size != ffn:
+            raise CheckpointError(f"{source}: cannot infer the FFN width {ffn}; put a config.json beside the file")
+    return cfg
+
+
+def check_keys(model: torch.nn.Module, shapes: dict[str, tuple], source: str) -> None:
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(shapes) if expected[k] != shapes[k])
+    if missing or unexpected or wrong:
+        def show(keys):
+            return ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {show(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {show(unexpected)}")
+        if wrong:
+            parts.append("shape mismatch: " + show([f"{k} {shapes[k]} != {expected[k]}" for k in wrong]))
+        raise CheckpointError(f"{source}: weights do not match the config ({'; '.join(parts)})")
+
+
+def build_on_meta(cfg: NextDiTConfig) -> NextDiT:
+    with torch.device("meta"):
+        return NextDiT(cfg)
+
+
+def load_transformer(path: str | os.PathLike, dtype: torch.dtype = torch.float32, device="cpu",
+                     config: NextDiTConfig | None = None) -> NextDiT:
+    """Load a NextDiT tensor by tensor straight into `dtype` on `device` (no full fp32 copy in RAM)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    files, config_file = transformer_files(path)
+    shapes = read_shapes(files)
+    if config is None:
+        if config_file is not None:
+            config = NextDiTConfig.from_json(config_file)
+        else:
+            meta = safetensors_metadata(files[0]).get("config")
+            config = NextDiTConfig.from_dict(json.loads(meta), str(files[0])) if meta else infer_config(shapes, str(path))
+    model = build_on_meta(config)
+    check_keys(model, shapes, str(path))
+    state = {}
+    for file in files:
+        with safe_open(str(file), framework="pt", device="cpu") as f:
+            for key in f.keys():
+                state[key] = f.get_tensor(key).to(device=device, dtype=dtype)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval().requires_grad_(False)
+
+
+# ------------------------------------------------------------------------------ VAE and T5
+def _check_subfolder(path: Path, what: str, weights: str) -> None:
+    if not path.is_dir():
+        raise CheckpointError(f"{what} folder not found: {path}")
+    if not (path / "config.json").exists():
+        raise CheckpointError(f"{path}: missing config.json of the {what}")
+    candidates = [path / weights] + sorted(path.glob("*.safetensors.index.json"))
+    if not any(p.exists() for p in candidates):
+        pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
+        hint = f" (found pickle files {pickles}: refused, convert them to safetensors)" if pickles else ""
+        raise CheckpointError(f"{path}: no {weights}{hint}")
+    if (path / weights).exists():
+        check_safetensors(path / weights)
+
+
+def load_vae(path: str | os.PathLike, dtype=torch.float32, device="cpu"):
+    """AutoencoderKL from a diffusers folder, or from a single .safetensors in the original SD3 layout."""
+    from diffusers import AutoencoderKL
+
+    from .vae import VAE
+
+    path = Path(path)
+    if path.is_file():
+        check_safetensors(path)
+        config_dir = Path(__file__).parent / "configs" / "sd3_vae"
+        model = AutoencoderKL.from_single_file(str(path), config=str(config_dir), torch_dtype=dtype,
+                                               local_files_only=True)
+    else:
+        _check_subfolder(path, "VAE", "diffusion_pytorch_model.safetensors")
+        try:
+            model = AutoencoderKL.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True,
+                                                  use_safetensors=True)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: cannot load the VAE: {e}") from None
+    if model.config.latent_channels != 16:
+        raise CheckpointError(f"{path}: the VAE has {model.config.latent_channels} latent channels; "
+                              "OneDiffusion needs the 16-channel SD3 VAE")
+    return VAE(model.to(device).eval().requires_grad_(False))
+
+
+def load_text_encoder(encoder_path: str | os.PathLike, tokenizer_path: str | os.PathLike,
+                      dtype=torch.float32, device="cpu"):
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    from .text import TextEncoder
+
+    encoder_path, tokenizer_path = Path(encoder_path), Path(tokenizer_path)
+    _check_subfolder(encoder_path, "text encoder", "model.safetensors")
+    if not tokenizer_path.is_dir() or not any((tokenizer_path / n).exists() for n in ("spiece.model", "tokenizer.json")):
+        raise CheckpointError(f"tokenizer not found: {tokenizer_path} needs spiece.model or tokenizer.json")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path), local_files_only=True)
+        encoder = T5EncoderModel.from_pretrained(str(encoder_path), dtype=dtype, local_files_only=True,
+                                                 use_safetensors=True)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{encoder_path}: cannot load the T5 text encoder: {e}") from None
+    return TextEncoder(tokenizer, encoder.to(device).eval().requires_grad_(False))
+
+
+def load_scheduler_config(path: Path) -> dict:
+    from .schedule import DEFAULT_SCHEDULER_CONFIG
+
+    file = path / "scheduler_config.json"
+    if not file.exists():
+        return dict(DEFAULT_SCHEDULER_CONFIG)
+    return dict(DEFAULT_SCHEDULER_CONFIG, **json.loads(file.read_text()))

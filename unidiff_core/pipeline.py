@@ -1,0 +1,236 @@
+"""The OneDiffusion pipeline: prompt + an ordered list of frames in, latents and images out.
+
+Every task is a sequence of frames. A frame is an image or a camera ray map, and either given
+(a condition: its clean latent is kept) or generated (denoised from noise). Text-to-image is one
+generated image frame; depth estimation is [given image, generated depth map]; multi-view
+interleaves image and ray frames.
+
+Randomness, for reproducibility: batch item b uses a CPU `torch.Generator` seeded with `seed + b`,
+so item b of a batch equals a batch-of-one run with seed `seed + b`. Within an item the generator is
+consumed in the reference's order: when there are given images, one (1, 16, h, w) draw that the
+reference makes and discards, then the VAE posterior noise for the given images, then the noise of
+all F frames. Batch 1 therefore reproduces the reference exactly for the same seed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from . import preprocess
+from .loading import CheckpointError, load_scheduler_config, load_text_encoder, load_transformer, load_vae
+from .sampler import sample
+from .schedule import DEFAULT_SCHEDULER_CONFIG, make_schedule
+from .vae import DOWNSCALE, LATENT_CHANNELS
+
+IMAGE, RAY = "image", "ray"
+
+
+@dataclass
+class Frame:
+    """One frame of a task. Given when `image` (PIL or tensor, 0..1) or `latent` is set."""
+
+    kind: str = IMAGE
+    image: Any = None
+    latent: torch.Tensor | None = None  # (16, h, w), already scaled (e.g. ray maps x1.658)
+
+    def __post_init__(self):
+        if self.kind not in (IMAGE, RAY):
+            raise ValueError(f"frame kind must be 'image' or 'ray', got {self.kind!r}")
+        if self.kind == RAY and self.image is not None:
+            raise ValueError("a ray frame takes a latent ray map, not an image")
+
+    @property
+    def given(self) -> bool:
+        return self.image is not None or self.latent is not None
+
+
+@dataclass
+class GenerationResult:
+    latents: torch.Tensor  # (B, F, 16, h, w) float32 on the CPU: every frame after the last step
+    frames: list
+    height: int
+    width: int
+    seed: int
+    timesteps: torch.Tensor = field(repr=False, default=None)
+    sigmas: torch.Tensor = field(repr=False, default=None)
+    mu: float = 0.0
+
+    @property
+    def generated(self) -> list[int]:
+        return [i for i, f in enumerate(self.frames) if not f.given]
+
+
+def parse_dtype(name) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    if name not in table:
+        raise ValueError(f"dtype {name!r} is not one of fp32, fp16, bf16")
+    return table[name]
+
+
+def check_dtype_on_device(dtype: torch.dtype, device) -> None:
+    device = torch.device(device)
+    if device.type == "cpu" and dtype == torch.float16:
+        raise ValueError("dtype fp16 is not supported on the CPU; use fp32 or bf16 there")
+    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise ValueError("this GPU cannot run bf16; use fp16 or fp32")
+
+
+class UniDiffPipeline:
+    def __init__(self, transformer, vae, text_encoder, scheduler_config: dict | None = None):
+        self.transformer = transformer
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.scheduler_config = dict(scheduler_config or DEFAULT_SCHEDULER_CONFIG)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, checkpoint: str | os.PathLike, dtype="fp32", device="cpu", vae=None,
+                        text_encoder=None, tokenizer=None, text_encoder_dtype=None, vae_dtype=None):
+        """Load from a diffusers-layout folder, or a single transformer .safetensors plus separate parts.
+
+        vae / text_encoder / tokenizer override the folder's sub-folders (required for a single
+        file). The VAE runs in fp32 unless told otherwise (it is small and bf16 decoding bands).
+        """
+        dtype = parse_dtype(dtype)
+        check_dtype_on_device(dtype, device)
+        root = Path(checkpoint)
+        if not root.exists():
+            raise CheckpointError(f"checkpoint not found: {root}")
+        single_file = root.is_file()
+        base = root.parent if single_file else root
+        transformer_path = root if single_file else root / "transformer"
+
+        def part(override, sub, what):
+            if override is not None:
+                return Path(override)
+            if single_file:
+                if (base / sub).is_dir():
+                    return base / sub
+                raise CheckpointError(f"{root} is a single transformer file: give the {what} separately")
+            return root / sub
+
+        vae_path = part(vae, "vae", "VAE")
+        t5_path = part(text_encoder, "text_encoder", "text encoder")
+        tok_path = Path(tokenizer) if tokenizer is not None else (
+            t5_path.parent / "tokenizer" if (t5_path.parent / "tokenizer").is_dir() else t5_path)
+        transformer = load_transformer(transformer_path, dtype=dtype, device=device)
+        vae_model = load_vae(vae_path, dtype=parse_dtype(vae_dtype or "fp32"), device=device)
+        text = load_text_encoder(t5_path, tok_path, dtype=parse_dtype(text_encoder_dtype or dtype), device=device)
+        return cls(transformer, vae_model, text, load_scheduler_config(base / "scheduler"))
+
+    @property
+    def device(self):
+        return self.transformer.device
+
+    @property
+    def dtype(self):
+        return self.transformer.dtype
+
+    # ------------------------------------------------------------------ prompts
+    def encode_prompts(self, prompts: list[str], negatives: list[str], guidance: float):
+        positive, pos_mask = self.text_encoder.encode(prompts)
+        if guidance > 1.0:
+            negative, neg_mask = self.text_encoder.encode(negatives)
+            positive, pos_mask = torch.cat([negative, positive]), torch.cat([neg_mask, pos_mask])
+        with torch.no_grad():
+            return self.transformer.prepare_context(positive.to(self.device), pos_mask.to(self.device))
+
+    # ------------------------------------------------------------------ sizes
+    def resolve_size(self, frames: list[Frame], height: int | None, width: int | None) -> tuple[int, int]:
+        if height is None or width is None:
+            first = next((f.image for f in frames if f.image is not None), None)
+            if first is not None:
+                height, width = preprocess.bucket_size(*preprocess.image_size(first))
+            else:
+                latent = next((f.latent for f in frames if f.latent is not None), None)
+                if latent is not None:
+                    height, width = latent.shape[-2] * DOWNSCALE, latent.shape[-1] * DOWNSCALE
+                else:
+                    height, width = self.transformer.config.default_pixel_size
+        preprocess.check_size(height, width)
+        return height, width
+
+    # ------------------------------------------------------------------ generate
+    def generate(self, prompt, frames: list[Frame], negative_prompt="", height: int | None = None,
+                 width: int | None = None, steps: int = 50, guidance: float = 4.0, seed: int = 0,
+                 batch_size: int = 1, callback: Callable | None = None, interrupt: Callable | None = None,
+                 crop: bool = True, rope_scale: float = 1.0, rope_watershed: float = 1.0,
+                 reference_bright_quirk: bool = False) -> GenerationResult:
+        frames = list(frames)
+        if not frames:
+            raise ValueError("frames is empty: give at least one frame")
+        if all(f.given for f in frames):
+            raise ValueError("every frame is given: mark at least one frame to generate")
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be at least 1")
+        prompts = [prompt] * batch_size if isinstance(prompt, str) else list(prompt)
+        negatives = [negative_prompt or ""] * batch_size if not isinstance(negative_prompt, (list, tuple)) \
+            else list(negative_prompt)
+        if len(prompts) != batch_size or len(negatives) != batch_size:
+            raise ValueError(f"{len(prompts)} prompts and {len(negatives)} negative prompts for batch_size={batch_size}")
+        height, width = self.resolve_size(frames, height, width)
+        h, w = height // DOWNSCALE, width // DOWNSCALE
+        for i, f in enumerate(frames):
+            if f.latent is not None and tuple(f.latent.shape) != (LATENT_CHANNELS, h, w):
+                raise ValueError(f"frame {i}: latent of shape {tuple(f.latent.shape)} does not fit "
+                                 f"{height}x{width} (needs {(LATENT_CHANNELS, h, w)})")
+
+        context = self.encode_prompts(prompts, negatives, guidance)
+        dtype, device = self.dtype, self.device
+        image_index = [i for i, f in enumerate(frames) if f.image is not None]
+        pixels = None
+        if image_index:
+            pixels = preprocess.preprocess_images([frames[i].image for i in image_index], height, width, crop=crop,
+                                                  reference_bright_quirk=reference_bright_quirk)
+            mean, std = self.vae.posterior(pixels)
+
+        n = len(frames)
+        noise, cond = [], torch.zeros(batch_size, n, LATENT_CHANNELS, h, w, dtype=dtype)
+        for b in range(batch_size):
+            generator = torch.Generator("cpu").manual_seed(int(seed) + b)
+            if image_index:
+                torch.randn((1, LATENT_CHANNELS, h, w), generator=generator, dtype=dtype)  # reference's discarded draw
+                eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
+                cond[b, image_index] = ((mean + std * eps) * self.vae.scaling_factor).to("cpu", dtype)
+            noise.append(torch.randn((1, n, LATENT_CHANNELS, h, w), generator=generator, dtype=dtype))
+        for i, f in enumerate(frames):
+            if f.latent is not None:
+                cond[:, i] = f.latent.to(dtype)
+        latents = torch.cat(noise).to(device)
+
+        generate_mask = torch.tensor([not f.given for f in frames], device=device)
+        tokens_per_frame = (h // self.transformer.config.patch_size[1]) * (w // self.transformer.config.patch_size[2])
+        single_t2i = n == 1
+        timesteps, sigmas, mu = make_schedule(steps, int(generate_mask.sum()) * tokens_per_frame,
+                                              self.scheduler_config, float32_mu=not single_t2i)
+        forward_kwargs = {}
+        if rope_scale != 1.0 or rope_watershed != 1.0:
+            forward_kwargs = dict(scale_factor=rope_scale, scale_watershed=rope_watershed)
+        out = sample(self.transformer, context, latents, cond.to(device), generate_mask, timesteps.to(device),
+                     sigmas.to(device), guidance=guidance, callback=callback, interrupt=interrupt,
+                     forward_kwargs=forward_kwargs)
+        return GenerationResult(latents=out.float().cpu(), frames=frames, height=height, width=width, seed=int(seed),
+                                timesteps=timesteps, sigmas=sigmas, mu=mu)
+
+    # ------------------------------------------------------------------ decode
+    def decode(self, latents: torch.Tensor, indices: list[int] | None = None) -> list[torch.Tensor]:
+        """Decode image frames of (B, F, 16, h, w) latents -> one (B, H, W, 3) 0..1 tensor per index."""
+        b, f = latents.shape[:2]
+        indices = list(range(f)) if indices is None else list(indices)
+        if not indices:
+            return []
+        stacked = latents[:, indices].reshape(b * len(indices), *latents.shape[2:])
+        images = self.vae.decode(stacked).view(b, len(indices), *self.vae_image_shape(latents))
+        return [images[:, k] for k in range(len(indices))]
+
+    @staticmethod
+    def vae_image_shape(latents):
+        return latents.shape[-2] * DOWNSCALE, latents.shape[-1] * DOWNSCALE, 3

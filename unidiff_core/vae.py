@@ -1,0 +1,52 @@
+"""The SD3 VAE (diffusers AutoencoderKL) with OneDiffusion's latent scaling: x1.5305, no shift."""
+
+from __future__ import annotations
+
+import torch
+
+LATENT_CHANNELS = 16
+DOWNSCALE = 8
+
+
+class VAE:
+    def __init__(self, autoencoder):
+        self.model = autoencoder
+        # OneDiffusion scales by scaling_factor and ignores the SD3 shift_factor.
+        self.scaling_factor = float(autoencoder.config.scaling_factor)
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self):
+        return next(self.model.parameters()).dtype
+
+    @torch.no_grad()
+    def posterior(self, pixels: torch.Tensor):
+        """pixels (N, 3, H, W) in -1..1 -> posterior mean and std, each (N, 16, H/8, W/8)."""
+        dist = self.model.encode(pixels.to(self.device, self.dtype)).latent_dist
+        return dist.mean, dist.std
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents (N, 16, h, w) -> images (N, H, W, 3) float32 in 0..1 on the CPU.
+
+        Falls back to tiled decoding when the whole decode runs out of memory.
+        """
+        z = latents.to(self.device, self.dtype) / self.scaling_factor
+        try:
+            images = self.model.decode(z).sample
+        except torch.OutOfMemoryError:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self.model.enable_tiling()
+            try:
+                images = self.model.decode(z).sample
+            finally:
+                self.model.disable_tiling()
+        return (images.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu()
+
+    def to(self, device):
+        self.model.to(device)
+        return self
