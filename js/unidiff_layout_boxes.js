@@ -10,8 +10,9 @@
 // hand edits of the `boxes` text are picked up on the next redraw.
 //
 // Mouse: drag on empty space = new box; drag a box = move; drag a corner = resize;
-// double-click a box = edit its label; click the small "x" of the selected box,
-// right-click a box, or press Delete/Backspace = delete. At most 20 boxes.
+// double-click a box (or Enter/F2) = edit its label; arrow keys nudge the selected box;
+// click the small "x" of the selected box, right-click a box, or press Delete/Backspace
+// = delete. At most 20 boxes (more are refused).
 import { app } from "../../scripts/app.js";
 
 const NODE_CLASS = "UniDiffLayoutBoxes";
@@ -386,17 +387,31 @@ class BoxEditor {
   }
 
   onKeyDown(e) {
-    // Keep Delete/Backspace/arrows away from the graph (which would delete the node).
+    // Keys the editor owns never reach the graph (Delete there would delete the node);
+    // everything else (Ctrl+S, Ctrl+Enter, ...) keeps working.
+    const own = ["Delete", "Backspace", "Enter", "F2", "Escape", "ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown"];
+    if (!own.includes(e.key) || e.ctrlKey || e.metaKey || e.altKey) return;
     e.stopPropagation();
-    if (!this.parse.ok || this.selected < 0) return;
+    e.preventDefault();
+    if (!this.parse.ok || this.selected < 0 || this.selected >= this.boxes.length) return;
     if (e.key === "Delete" || e.key === "Backspace") {
-      e.preventDefault();
       this.remove(this.selected);
     } else if (e.key === "Enter" || e.key === "F2") {
-      e.preventDefault();
       this.openLabelInput(this.selected);
     } else if (e.key === "Escape") {
       this.selected = -1;
+      this.draw();
+    } else {
+      // Arrow keys nudge the selected box by 1 px (Shift: 10 px) of the drawn canvas.
+      const r = this.contentRect();
+      const step = e.shiftKey ? 10 : 1;
+      const b = this.boxes[this.selected].box;
+      let dx = e.key === "ArrowLeft" ? -step / r.w : e.key === "ArrowRight" ? step / r.w : 0;
+      let dy = e.key === "ArrowUp" ? -step / r.h : e.key === "ArrowDown" ? step / r.h : 0;
+      dx = Math.min(Math.max(dx, -Math.min(b[0], b[2])), 1 - Math.max(b[0], b[2]));
+      dy = Math.min(Math.max(dy, -Math.min(b[1], b[3])), 1 - Math.max(b[1], b[3]));
+      this.boxes[this.selected].box = [b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy];
+      this.commit();
       this.draw();
     }
   }

@@ -148,6 +148,15 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
     check("resize: corner dragged", Array.isArray(boxes) && boxes.length === 1 &&
       near(boxes[0].box, [0.3, 0.3, 0.85, 0.9]), st.boxesText);
 
+    // 3b. Shift+ArrowRight nudges the selected box by 10 px; the node survives the keys
+    await page.keyboard.down("Shift"); await page.keyboard.press("ArrowRight"); await page.keyboard.up("Shift");
+    await sleep(100);
+    st = await state();
+    boxes = parse(st.boxesText);
+    const nudge = 10 / rect.width;
+    check("arrow key nudges the selected box", Array.isArray(boxes) && boxes.length === 1 &&
+      near(boxes[0].box, [0.3 + nudge, 0.3, 0.85 + nudge, 0.9], 0.002), st.boxesText);
+
     // 4. relabel by double-click
     await page.mouse.click(...at(0.5, 0.6), { count: 2 });
     await sleep(100);
