@@ -133,3 +133,26 @@ def test_unknown_config_key_is_an_error(ckpt):
 def test_fp16_on_cpu_is_refused_with_a_fix(tiny_checkpoint):
     with pytest.raises(ValueError, match="fp16 is not supported on the CPU"):
         UniDiffPipeline.from_pretrained(tiny_checkpoint, dtype="fp16")
+
+
+def test_vae_from_a_single_file(tiny_checkpoint):
+    from unidiff_core.loading import load_vae
+
+    vae_dir = tiny_checkpoint / "vae"
+    vae = load_vae(vae_dir / "diffusion_pytorch_model.safetensors", single_file_config=vae_dir)
+    ref = load_file(vae_dir / "diffusion_pytorch_model.safetensors")
+    state = vae.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in ref.items())
+    assert vae.scaling_factor == 1.5305
+
+
+def test_bundled_sd3_vae_config_builds_the_sd3_vae():
+    from diffusers import AutoencoderKL
+
+    from unidiff_core import loading
+
+    config = AutoencoderKL.load_config(str(loading.Path(loading.__file__).parent / "configs" / "sd3_vae"))
+    assert config["latent_channels"] == 16 and config["scaling_factor"] == 1.5305
+    with torch.device("meta"):
+        vae = AutoencoderKL.from_config(config)
+    assert sum(p.numel() for p in vae.parameters()) == 83_819_683  # the SD3 VAE (16 latent channels)

@@ -200,8 +200,12 @@ def _check_subfolder(path: Path, what: str, weights: str) -> None:
         check_safetensors(path / weights)
 
 
-def load_vae(path: str | os.PathLike, dtype=torch.float32, device="cpu"):
-    """AutoencoderKL from a diffusers folder, or from a single .safetensors in the original SD3 layout."""
+def load_vae(path: str | os.PathLike, dtype=torch.float32, device="cpu", single_file_config=None):
+    """AutoencoderKL from a diffusers folder, or a single .safetensors (original SD3 or diffusers keys).
+
+    A single file is read with the bundled SD3 VAE config unless `single_file_config` names a folder
+    holding another config.json.
+    """
     from diffusers import AutoencoderKL
 
     from .vae import VAE
@@ -209,9 +213,12 @@ def load_vae(path: str | os.PathLike, dtype=torch.float32, device="cpu"):
     path = Path(path)
     if path.is_file():
         check_safetensors(path)
-        config_dir = Path(__file__).parent / "configs" / "sd3_vae"
-        model = AutoencoderKL.from_single_file(str(path), config=str(config_dir), torch_dtype=dtype,
-                                               local_files_only=True)
+        config_dir = Path(single_file_config or Path(__file__).parent / "configs" / "sd3_vae")
+        try:
+            model = AutoencoderKL.from_single_file(str(path), config=str(config_dir), torch_dtype=dtype,
+                                                   local_files_only=True)
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            raise CheckpointError(f"{path}: not a 16-channel SD3 VAE file ({e})") from None
     else:
         _check_subfolder(path, "VAE", "diffusion_pytorch_model.safetensors")
         try:
