@@ -216,14 +216,14 @@ def load_vae(path: str | os.PathLike, dtype=torch.float32, device="cpu", single_
         config_dir = Path(single_file_config or Path(__file__).parent / "configs" / "sd3_vae")
         try:
             model = AutoencoderKL.from_single_file(str(path), config=str(config_dir), torch_dtype=dtype,
-                                                   local_files_only=True)
+                                                   local_files_only=True, low_cpu_mem_usage=_has_accelerate())
         except (OSError, ValueError, RuntimeError, KeyError) as e:
             raise CheckpointError(f"{path}: not a 16-channel SD3 VAE file ({e})") from None
     else:
         _check_subfolder(path, "VAE", "diffusion_pytorch_model.safetensors")
         try:
             model = AutoencoderKL.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True,
-                                                  use_safetensors=True)
+                                                  use_safetensors=True, low_cpu_mem_usage=_has_accelerate())
         except (OSError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{path}: cannot load the VAE: {e}") from None
     if model.config.latent_channels != 16:
@@ -232,9 +232,17 @@ def load_vae(path: str | os.PathLike, dtype=torch.float32, device="cpu", single_
     return VAE(model.to(device).eval().requires_grad_(False))
 
 
+def _has_accelerate() -> bool:
+    """diffusers' meta-device loading needs accelerate; without it the (small) VAE loads the plain way."""
+    import importlib.util
+
+    return importlib.util.find_spec("accelerate") is not None
+
+
 def load_text_encoder(encoder_path: str | os.PathLike, tokenizer_path: str | os.PathLike,
                       dtype=torch.float32, device="cpu"):
     from transformers import AutoTokenizer, T5EncoderModel
+    from transformers.utils import logging as hf_logging
 
     from .text import TextEncoder
 
@@ -242,6 +250,7 @@ def load_text_encoder(encoder_path: str | os.PathLike, tokenizer_path: str | os.
     _check_subfolder(encoder_path, "text encoder", "model.safetensors")
     if not tokenizer_path.is_dir() or not any((tokenizer_path / n).exists() for n in ("spiece.model", "tokenizer.json")):
         raise CheckpointError(f"tokenizer not found: {tokenizer_path} needs spiece.model or tokenizer.json")
+    hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path), local_files_only=True)
         encoder = T5EncoderModel.from_pretrained(str(encoder_path), dtype=dtype, local_files_only=True,
