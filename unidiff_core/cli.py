@@ -1,4 +1,5 @@
-"""Command line: `python -m unidiff_core run ...` runs one generation headless."""
+"""Command line: `python -m unidiff_core run ...` runs one generation headless;
+`python -m unidiff_core tasks` lists the tasks that `run --task NAME` knows."""
 
 from __future__ import annotations
 
@@ -40,15 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--device", default="cuda" if _cuda() else "cpu")
     model.add_argument("--threads", type=int, help="CPU threads for torch")
     gen = run.add_argument_group("generation")
-    gen.add_argument("--prompt", default="", help="full prompt, task token included, e.g. '[[text2image]] a cat'")
-    gen.add_argument("--negative-prompt", default="")
+    gen.add_argument("--prompt", default=None, help="full prompt, task token included, e.g. '[[text2image]] a cat' "
+                                                   "(with --task: used verbatim instead of the task's template)")
+    gen.add_argument("--negative-prompt", default=None, help="default '' (with --task: the task's default)")
     gen.add_argument("--image", action="append", default=[], help="given image, repeatable, in frame order")
     gen.add_argument("--denoise-mask", help="one entry per frame, 1 = generate, 0 = given (default: 1 then "
                                             "a 0 per image)")
     gen.add_argument("--height", type=int)
     gen.add_argument("--width", type=int)
-    gen.add_argument("--steps", type=int, default=50)
-    gen.add_argument("--cfg", type=float, default=4.0, help="guidance scale; <= 1 disables guidance")
+    gen.add_argument("--steps", type=int, default=None, help="default 50 (with --task: the task's default)")
+    gen.add_argument("--cfg", type=float, default=None, help="guidance scale; <= 1 disables guidance (default 4.0; "
+                                                             "with --task: the task's default)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--batch-size", type=int, default=1, help="item b uses seed + b")
     gen.add_argument("--no-crop", action="store_true", help="resize given images without centre crop")
@@ -57,12 +60,45 @@ def build_parser() -> argparse.ArgumentParser:
     mv = run.add_argument_group("multi-view (interleaved image/ray frames)")
     mv.add_argument("--azimuths", type=_floats, help="per view, degrees, 'none' = unknown camera, e.g. 0,30,none")
     mv.add_argument("--elevations", type=_floats)
-    mv.add_argument("--distance", type=_floats, help="one value or one per view (default 1.7)")
+    mv.add_argument("--distance", type=_floats, help="one value or one per view (default 1.7; with --task 1.5, "
+                                                     "as the reference demos)")
     mv.add_argument("--focal", type=float, default=None, help="normalised focal length (default 1.3887)")
+    add_task_arguments(run)
     out = run.add_argument_group("output")
     out.add_argument("--out", default="out", help="folder for the PNGs of generated image frames")
     out.add_argument("--save-latents", help="write the final latents of all frames, key 'latents', (B,F,16,h,w)")
+    listing = sub.add_parser("tasks", help="list the tasks of run --task, with their inputs and defaults")
+    listing.add_argument("--json", action="store_true", help="print the table as JSON")
+    listing.add_argument("--markdown", action="store_true", help="print the table as Markdown (docs/tasks.md)")
     return parser
+
+
+def add_task_arguments(run) -> None:
+    task = run.add_argument_group("tasks (python -m unidiff_core tasks lists them)")
+    task.add_argument("--task", help="task name: sets the token, frame layout and denoise mask; --image is the task's "
+                                     "given image (the map for X2image, the photo for image2X; views for multi-view)")
+    task.add_argument("--caption", default="", help="the caption part of the task's prompt (instruction for "
+                                                    "image_editing, target caption for faceid/subject_driven)")
+    task.add_argument("--mask", help="inpainting: mask image, white = repaint (same size as --image)")
+    task.add_argument("--composite", action="store_true", help="inpainting: paste the result into the original so "
+                                                              "unmasked pixels stay exact (composite_*.png)")
+    task.add_argument("--feather", type=int, default=8, help="inpainting composite: edge ramp in pixels (default 8)")
+    task.add_argument("--fill", default="black", choices=["black", "grey"], help="inpainting: masked-region fill")
+    task.add_argument("--boxes", help="boundingbox2image: JSON file or text, [{\"label\", \"box\": [x0,y0,x1,y1]}] "
+                                      "in pixels or 0..1 fractions")
+    task.add_argument("--box-units", default="auto", choices=["auto", "fraction", "pixel"])
+    task.add_argument("--labels", help="semantic/box tasks: comma-separated labels, optional colour: 'cat=cyan,dog'")
+    task.add_argument("--seg-mask", action="append", default=[], metavar="LABEL=PATH",
+                      help="semanticmap2image: a labelled mask (white = the label), repeatable")
+    task.add_argument("--photo", help="canny2image: a photo whose Canny edges become the condition")
+    task.add_argument("--canny-low", type=int, default=100)
+    task.add_argument("--canny-high", type=int, default=200)
+    task.add_argument("--ref-image", action="append", default=[], help="faceid/subject_driven reference, repeatable")
+    task.add_argument("--ref-caption", action="append", default=[], help="caption of each --ref-image, in order")
+    task.add_argument("--subject", help="subject_driven: the subject's name, e.g. 'cartoon dog'")
+    task.add_argument("--image-views", help="multi-view: view index of each --image, e.g. 0,2 (default: first views)")
+    task.add_argument("--tolerance", type=float, default=None, help="segmentation/boxes: RGB colour tolerance")
+    task.add_argument("--min-area", type=int, default=None, help="segmentation/boxes: smallest blob in pixels")
 
 
 def _cuda() -> bool:
@@ -112,10 +148,20 @@ def build_frames(args, images, size):
     return layout.frames_from_mask(mask, images)
 
 
+TASK_ONLY = {"caption": "", "mask": None, "composite": False, "boxes": None, "labels": None, "seg_mask": [],
+             "photo": None, "ref_image": [], "ref_caption": [], "subject": None, "image_views": None}
+
+
 def run(args) -> int:
+    if args.task:
+        return run_task(args)
+    used = [name for name, default in TASK_ONLY.items() if getattr(args, name) != default]
+    if used:
+        flags = ", ".join("--" + name.replace("_", "-") for name in used)
+        raise ValueError(f"{flags} need(s) --task NAME (python -m unidiff_core tasks lists them); "
+                         "without --task give the full --prompt and --image frames")
     import torch
     from PIL import Image
-    from safetensors.torch import save_file
 
     from . import preprocess
 
@@ -139,24 +185,139 @@ def run(args) -> int:
             raise SystemExit(f"multi-view needs a square size, got --height {height} --width {width}")
     frames = build_frames(args, images, height or 512)
     pipe = load_pipeline(args)
-    result = pipe.generate(args.prompt, frames, negative_prompt=args.negative_prompt, height=height, width=width,
-                           steps=args.steps, guidance=args.cfg, seed=args.seed, batch_size=args.batch_size,
-                           crop=not args.no_crop, rope_scale=args.rope_scale, rope_watershed=args.rope_watershed)
+    steps = 50 if args.steps is None else args.steps
+    result = pipe.generate(args.prompt or "", frames, negative_prompt=args.negative_prompt or "", height=height,
+                           width=width, steps=steps, guidance=4.0 if args.cfg is None else args.cfg, seed=args.seed,
+                           batch_size=args.batch_size, crop=not args.no_crop, rope_scale=args.rope_scale,
+                           rope_watershed=args.rope_watershed)
+    image_frames = [i for i in result.generated if frames[i].kind == "image"]
+    write_results(args, result, image_frames, pipe.decode(result.latents, image_frames), steps)
+    return 0
+
+
+def write_results(args, result, image_frames, decoded, steps, extra: dict | None = None):
+    """--save-latents, frame{i}_{b}.png of the generated image frames, and the JSON summary line."""
+    from PIL import Image
+    from safetensors.torch import save_file
+
     if args.save_latents:
         atomic_write(Path(args.save_latents),
                      lambda tmp: save_file({"latents": result.latents.contiguous()}, tmp))
         print(f"latents {tuple(result.latents.shape)} -> {args.save_latents}")
-    image_frames = [i for i in result.generated if frames[i].kind == "image"]
     out_dir = Path(args.out)
-    for index, images_b in zip(image_frames, pipe.decode(result.latents, image_frames)):
+    for index, images_b in zip(image_frames, decoded):
         for b, image in enumerate(images_b):
             path = out_dir / f"frame{index}_{b}.png"
             pixels = (image.numpy() * 255).round().astype("uint8")
             atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
             print(f"frame {index} item {b} -> {path}")
-    summary = {"height": result.height, "width": result.width, "steps": args.steps, "mu": result.mu,
+    summary = {"height": result.height, "width": result.width, "steps": steps, "mu": result.mu,
                "timesteps": [round(float(t), 4) for t in result.timesteps]}
+    summary.update(extra or {})
     print(json.dumps(summary))
+
+
+def _read_image(path: str, flag: str):
+    from PIL import Image
+
+    try:
+        image = Image.open(path)
+        image.load()
+        return image
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{flag} {path}: cannot read the image ({e})")
+
+
+def _task_inputs(args, spec) -> dict:
+    """The task's natural inputs from the command line (files read here, forms built in tasks.py)."""
+    images = [_read_image(p, "--image") for p in args.image]
+    inputs = dict(caption=args.caption, prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps,
+                  guidance=args.cfg, height=args.height, width=args.width)
+    if spec.multiview:
+        inputs.update(images=images or None, azimuths=args.azimuths, elevations=args.elevations, focal=args.focal,
+                      distances=None if args.distance is None else
+                      (args.distance[0] if len(args.distance) == 1 else args.distance))
+        if args.image_views:
+            inputs["image_views"] = [int(v) for v in args.image_views.split(",") if v.strip()]
+    elif "references" in spec.inputs:
+        if images and args.ref_image:
+            raise ValueError(f"--task {spec.name}: give the references as --ref-image or as --image, not both")
+        ref_images = images or [_read_image(p, "--ref-image") for p in args.ref_image]
+        if ref_images:
+            captions = args.ref_caption or [""] * len(ref_images)
+            if len(captions) != len(ref_images):
+                raise ValueError(f"{len(args.ref_caption)} --ref-caption for {len(ref_images)} reference image(s); "
+                                 "give one caption per reference (or none)")
+            inputs["references"] = list(zip(ref_images, captions))
+    elif len(images) > 1:
+        raise ValueError(f"--task {spec.name} takes one --image, got {len(images)}")
+    elif images:
+        inputs["image"] = images[0]
+    if args.mask:
+        inputs.update(mask=_read_image(args.mask, "--mask"), composite=args.composite, feather=args.feather)
+    if args.fill != "black":
+        inputs["fill"] = args.fill
+    if args.boxes:
+        text = Path(args.boxes).read_text() if Path(args.boxes).is_file() else args.boxes
+        inputs.update(boxes=text, box_units=args.box_units)
+    if args.labels:
+        inputs["labels"] = args.labels
+    if args.seg_mask:
+        pairs = []
+        for item in args.seg_mask:
+            label, sep, path = item.partition("=")
+            if not sep:
+                raise ValueError(f"--seg-mask {item!r}: expected LABEL=PATH")
+            pairs.append((label.strip(), _read_image(path, "--seg-mask")))
+        inputs["masks"] = pairs
+    if args.photo:
+        inputs.update(photo=_read_image(args.photo, "--photo"), canny_low=args.canny_low, canny_high=args.canny_high)
+    if args.ref_image and "references" not in spec.inputs:
+        raise ValueError(f"--ref-image is for faceid/subject_driven, not --task {spec.name}")
+    if args.subject:
+        inputs["subject"] = args.subject
+    if not spec.multiview and (args.azimuths is not None or args.elevations is not None):
+        raise ValueError(f"--azimuths/--elevations are for multi-view tasks, not --task {spec.name}")
+    return inputs
+
+
+def run_task(args) -> int:
+    """run --task NAME: build the task's request, generate, decode and write its natural outputs."""
+    import torch
+
+    from . import tasks
+    from .layout import parse_mask
+    from .outputs import DEFAULT_MIN_AREA, DEFAULT_TOLERANCE, save_task_output
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    spec = tasks.get_task(args.task)
+    request = tasks.build_request(spec.name, **_task_inputs(args, spec))
+    if args.denoise_mask and parse_mask(args.denoise_mask) != request.denoise_mask:
+        raise ValueError(f"--denoise-mask {args.denoise_mask} differs from task {spec.name}'s layout "
+                         f"{request.denoise_mask}; drop --task for a free-form layout")
+    pipe = load_pipeline(args)
+    result = pipe.generate(**request.generate_kwargs(), seed=args.seed, batch_size=args.batch_size,
+                           crop=not args.no_crop, rope_scale=args.rope_scale, rope_watershed=args.rope_watershed)
+    output = tasks.decode_result(pipe, request, result,
+                                 tolerance=DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
+                                 min_area=DEFAULT_MIN_AREA if args.min_area is None else args.min_area)
+    write_results(args, result, output.image_frames, output.images, request.steps,
+                  extra={"task": spec.name, "prompt": request.prompt, "denoise_mask": request.denoise_mask})
+    for path in save_task_output(output, args.out, writer=atomic_write):
+        print(f"{path.stem} -> {path}")
+    return 0
+
+
+def list_tasks(args) -> int:
+    from . import tasks
+
+    if args.json:
+        print(json.dumps(tasks.tasks_table(), indent=2))
+    elif args.markdown:
+        print(tasks.tasks_markdown())
+    else:
+        print(tasks.tasks_text())
     return 0
 
 
@@ -165,6 +326,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "run":
             return run(args)
+        if args.command == "tasks":
+            return list_tasks(args)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
