@@ -4,9 +4,9 @@ Importing this package must never fail ComfyUI's startup: the node modules impor
 modules at import time, and heavy work (torch models, diffusers, transformers) happens on use.
 """
 
-try:
+if __package__:  # imported as a package (ComfyUI, tests): a broken node module is a visible import error
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-except ImportError:  # outside a package context (e.g. pytest collecting this file): no nodes
+else:  # run as a plain module (e.g. collected by a tool outside a package): no nodes
     NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 
 WEB_DIRECTORY = "./js"

@@ -1,0 +1,86 @@
+"""Type names, categories and the ComfyUI tensor conventions shared by the node modules.
+
+IMAGE: float32 (B, H, W, 3) in 0..1 on the CPU. MASK: float32 (B, H, W) in 0..1 (an (H, W) mask is
+accepted). The engine takes single images as (H, W, 3) tensors in 0..1 and masks as (H, W) arrays.
+"""
+
+from __future__ import annotations
+
+CATEGORY = "UniDiff"
+MODEL = "UNIDIFF_MODEL"
+TEXT = "UNIDIFF_TEXT"
+FRAMES = "UNIDIFF_FRAMES"
+LATENTS = "UNIDIFF_LATENTS"
+
+
+def check_image(image, name: str = "image"):
+    """A ComfyUI IMAGE (B, H, W, C>=3) -> float32 (B, H, W, 3) on the CPU; clear error otherwise."""
+    import torch
+
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] < 3:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"{name}: expected a ComfyUI IMAGE (batch, height, width, 3), got {shape}")
+    return image[..., :3].detach().float().cpu()
+
+
+def image_list(image, name: str = "image") -> list:
+    """IMAGE batch -> list of (H, W, 3) tensors, one per batch item."""
+    image = check_image(image, name)
+    return [image[i] for i in range(image.shape[0])]
+
+
+def check_mask(mask, name: str = "mask"):
+    """A ComfyUI MASK (B, H, W) or (H, W) -> float32 (B, H, W) on the CPU."""
+    import torch
+
+    if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3):
+        shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ValueError(f"{name}: expected a ComfyUI MASK (batch, height, width), got {shape}")
+    mask = mask.detach().float().cpu()
+    return mask[None] if mask.ndim == 2 else mask
+
+
+def resize_mask(mask, height: int, width: int):
+    """(B, h, w) -> (B, height, width), bilinear (a LoadImage mask may differ in size from its image)."""
+    import torch.nn.functional as F
+
+    if tuple(mask.shape[-2:]) == (height, width):
+        return mask
+    return F.interpolate(mask[:, None], size=(height, width), mode="bilinear", align_corners=False)[:, 0].clamp(0, 1)
+
+
+def to_image(value):
+    """One picture -> IMAGE (1, H, W, 3): a PIL image, a uint8/float array or a float tensor (H, W, 3) in 0..1."""
+    import numpy as np
+    import torch
+
+    if not isinstance(value, (torch.Tensor, np.ndarray)):  # PIL
+        value = np.asarray(value.convert("RGB"))
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value.astype(np.float32) / (255.0 if value.dtype == np.uint8 else 1.0))
+    t = value.detach().float().cpu()
+    if t.ndim == 3:
+        t = t[None]
+    return t[..., :3].clamp(0, 1).contiguous()
+
+
+def parse_numbers(text, name: str, allow_none: bool = False) -> list:
+    """'0, 30, none' -> [0.0, 30.0, None]; a clear error names the widget and the bad entry."""
+    if isinstance(text, (int, float)):
+        return [float(text)]
+    values = []
+    for part in str(text).replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if part.lower() in ("none", "null", "?", "unknown"):
+            if not allow_none:
+                raise ValueError(f"{name}: 'none' is not allowed here (got {text!r})")
+            values.append(None)
+            continue
+        try:
+            values.append(float(part))
+        except ValueError:
+            raise ValueError(f"{name}: {part!r} is not a number; write comma-separated numbers, e.g. 0, 30, 60"
+                             + (" (none = unknown)" if allow_none else "")) from None
+    return values

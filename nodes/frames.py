@@ -1,0 +1,387 @@
+"""Condition encoders: nodes that append frames to a UNIDIFF_FRAMES chain.
+
+Each node takes an optional `frames` input and returns the chain with its own contribution
+appended, so any frame sequence can be built. A contribution carries two readings of the same
+inputs (a `FrameItem`):
+
+* `request`: keyword arguments of `unidiff_core.tasks.build_request`, used when the text node picks
+  a task: the task lays the frames out (generated frame first or last, [[imgN]] captions, colour
+  tokens, interleaved multi-view cameras) exactly as the reference does;
+* `frames`: explicit `tasks.FrameInput`s in chain order, used by task 'custom' (free-form runs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .common import CATEGORY, FRAMES, check_mask, image_list, parse_numbers, resize_mask, to_image
+
+SUB = CATEGORY + "/frames"
+FRAMES_INPUT = (FRAMES, {"tooltip": "Frames chained so far (optional): this node appends its frames after them."})
+# A generated frame in a custom run: what it will hold (decoders read it).
+GENERATED_WHATS = ["image", "depth", "canny", "hed", "pose", "semantic_map", "box_map"]
+MAP_TYPES = ["depth", "canny", "hed", "pose", "semantic_map", "box_map"]
+
+
+@dataclass(frozen=True)
+class FrameItem:
+    node: str  # display name of the node that made it (for error messages)
+    frames: tuple = ()  # tasks.FrameInput, in order (custom runs)
+    request: dict = field(default_factory=dict)  # build_request keyword arguments (task runs); empty = custom only
+    labels: tuple = ()  # ColorLabels of maps built here (boxes)
+
+
+@dataclass(frozen=True)
+class FrameChain:
+    """The UNIDIFF_FRAMES value: an immutable sequence of FrameItems (branching a graph is safe)."""
+
+    items: tuple = ()
+
+    def then(self, item: FrameItem) -> "FrameChain":
+        return FrameChain(self.items + (item,))
+
+    @property
+    def frame_inputs(self) -> list:
+        return [f for item in self.items for f in item.frames]
+
+    def __repr__(self):
+        return f"FrameChain({[(i.node, len(i.frames)) for i in self.items]})"
+
+
+def chain(frames) -> FrameChain:
+    if frames is None:
+        return FrameChain()
+    if not isinstance(frames, FrameChain):
+        raise ValueError(f"frames: expected UNIDIFF_FRAMES from a UniDiff frame node, got {type(frames).__name__}")
+    return frames
+
+
+def _frame(**kw):
+    from ..unidiff_core.tasks import FrameInput
+
+    return FrameInput(**kw)
+
+
+# ------------------------------------------------------------------------------------ node logic
+def image_frame(what: str = "image", image=None, frames=None) -> FrameChain:
+    """Given frames (one per image of the batch) or, without an image, one generated frame."""
+    if what not in GENERATED_WHATS:
+        raise ValueError(f"what={what!r} is not one of {', '.join(GENERATED_WHATS)}")
+    if image is None:  # no build_request reading: tasks lay out their own generated frames
+        item = FrameItem("UniDiff Image Frame (generate)", frames=(_frame(kind="image", what=what),))
+    else:
+        images = image_list(image)
+        item = FrameItem("UniDiff Image Frame", frames=tuple(_frame(kind="image", image=im, what=what) for im in images),
+                         request={"images": images})
+    return chain(frames).then(item)
+
+
+def inpaint_frame(image, mask, fill: str = "black", composite: bool = True, feather: int = 8, frames=None):
+    """The image with the masked region (MASK 1 = repaint) painted over; returns (chain, condition image)."""
+    from ..unidiff_core import conditions
+
+    images = image_list(image)
+    if len(images) != 1:
+        raise ValueError(f"image: UniDiff Inpaint Frame takes one image, got a batch of {len(images)}")
+    img = images[0]
+    m = check_mask(mask)[:1]
+    m = resize_mask(m, img.shape[0], img.shape[1])[0]
+    if float(m.max()) <= conditions.MASK_THRESHOLD:
+        raise ValueError("mask: nothing to repaint (every value <= 0.5); paint the region to repaint (1 = repaint), "
+                         "e.g. in the image editor of Load Image")
+    condition = conditions.inpaint_condition(img, m, fill=fill)
+    item = FrameItem("UniDiff Inpaint Frame", frames=(_frame(kind="image", image=condition, what="masked_image"),),
+                     request={"image": img, "mask": m, "fill": fill, "composite": bool(composite),
+                              "feather": int(feather)})
+    return chain(frames).then(item), to_image(condition)
+
+
+def layout_boxes(boxes: str, width: int, height: int, frames=None):
+    """Labelled boxes (JSON, fractions of the canvas) -> the palette-coloured box map; returns (chain, map)."""
+    import json
+
+    from ..unidiff_core import conditions
+
+    try:
+        parsed = json.loads(boxes) if str(boxes).strip() else []
+    except json.JSONDecodeError as e:
+        raise ValueError(f"boxes: not valid JSON ({e}); draw boxes in the editor or write "
+                         '[{"label": "cat", "box": [0.1, 0.2, 0.5, 0.9]}]') from None
+    if not parsed:
+        raise ValueError("boxes: no box yet; drag on the canvas of UniDiff Layout Boxes to draw one and "
+                         "double-click it to set its label")
+    layout = conditions.box_map(parsed, (int(height), int(width)), units="fraction")
+    item = FrameItem("UniDiff Layout Boxes", frames=(_frame(kind="image", image=layout.image, what="box_map"),),
+                     request={"boxes": parsed, "box_units": "fraction", "canvas_size": (int(height), int(width))},
+                     labels=tuple(layout.labels))
+    return chain(frames).then(item), to_image(layout.image)
+
+
+def reference_images(image_1, caption_1: str = "", caption_2: str = "", caption_3: str = "", subject: str = "",
+                     image_2=None, image_3=None, frames=None) -> FrameChain:
+    """1-3 reference photos with captions (faceid: [[img1]]..[[img3]]; subject_driven: one photo + subject)."""
+    refs = []
+    for n, (image, caption) in enumerate(((image_1, caption_1), (image_2, caption_2), (image_3, caption_3)), 1):
+        if image is None:
+            continue
+        images = image_list(image, f"image_{n}")
+        if len(images) != 1:
+            raise ValueError(f"image_{n}: one reference per input, got a batch of {len(images)}")
+        refs.append((images[0], (caption or "").strip()))
+    request = {"references": refs}
+    if (subject or "").strip():
+        request["subject"] = subject.strip()
+    item = FrameItem("UniDiff Reference Images",
+                     frames=tuple(_frame(kind="image", image=im, what="reference") for im, _ in refs), request=request)
+    return chain(frames).then(item)
+
+
+def condition_map(image, map_type: str, extract_canny: bool = False, canny_low: int = 100, canny_high: int = 200,
+                  frames=None):
+    """A condition map (depth, canny, HED, pose, semantic or box map); extract_canny turns a photo into
+    its Canny edge map. Returns (chain, the map as used)."""
+    from ..unidiff_core import conditions
+
+    if map_type not in MAP_TYPES:
+        raise ValueError(f"map_type={map_type!r} is not one of {', '.join(MAP_TYPES)}")
+    images = image_list(image)
+    if len(images) != 1:
+        raise ValueError(f"image: UniDiff Condition Map takes one map, got a batch of {len(images)}")
+    if extract_canny and map_type != "canny":
+        raise ValueError(f"extract_canny works with map_type 'canny', not {map_type!r}")
+    if extract_canny:
+        used = conditions.canny_map(images[0], canny_low, canny_high)
+        request = {"photo": images[0], "canny_low": int(canny_low), "canny_high": int(canny_high)}
+    else:
+        used = images[0]
+        request = {"image": images[0]}
+    request["map_type"] = map_type
+    item = FrameItem("UniDiff Condition Map", frames=(_frame(kind="image", image=used, what=map_type),), request=request)
+    return chain(frames).then(item), to_image(used)
+
+
+def multiview_cameras(azimuths: str, elevations: str, distance: float, focal: float, images=None, frames=None):
+    """One view per azimuth (degrees, relative to view 0; 'none' = unknown camera, estimated)."""
+    az = parse_numbers(azimuths, "azimuths", allow_none=True)
+    el = parse_numbers(elevations, "elevations", allow_none=True)
+    if not az:
+        raise ValueError("azimuths: give one azimuth per view, e.g. 0, 30, 60, 90 (none = unknown camera)")
+    if len(el) == 1 and len(az) > 1:
+        el = [None if a is None else el[0] for a in az]
+    if len(el) != len(az):
+        raise ValueError(f"elevations: {len(el)} value(s) for {len(az)} azimuths; give one per view")
+    for i, (a, e) in enumerate(zip(az, el)):
+        if (a is None) != (e is None):
+            raise ValueError(f"view {i}: azimuth {a} / elevation {e}: give both, or 'none' for both (unknown camera)")
+    view_images = image_list(images, "images") if images is not None else []
+    if len(view_images) > len(az):
+        raise ValueError(f"images: {len(view_images)} images for {len(az)} views; give at most one image per view")
+    request = {"azimuths": az, "elevations": el, "distances": float(distance), "focal": float(focal)}
+    if view_images:
+        request["images"] = view_images
+    frames_out = []
+    for i, (a, e) in enumerate(zip(az, el)):
+        image = view_images[i] if i < len(view_images) else None
+        frames_out.append(_frame(kind="image", image=image, what="image"))
+        frames_out.append(_frame(kind="ray", camera=None if a is None else (a, e, float(distance))))
+    item = FrameItem("UniDiff Multi-View Cameras", frames=tuple(frames_out), request=request)
+    return chain(frames).then(item)
+
+
+# ------------------------------------------------------------------------------------ nodes
+class UniDiffImageFrame:
+    DESCRIPTION = ("Appends an image frame. With an image: a given frame per image of the batch (the photo of "
+                   "image2X / editing / deblurring, the views of multi-view). Without: a frame to generate, for "
+                   "task 'custom' sequences.")
+    CATEGORY = SUB
+    RETURN_TYPES = (FRAMES,)
+    RETURN_NAMES = ("frames",)
+    OUTPUT_TOOLTIPS = ("The frame chain with this frame appended.",)
+    FUNCTION = "build"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "what": (GENERATED_WHATS, {
+                    "default": "image",
+                    "tooltip": "What the frame holds. Matters for task 'custom': a generated frame's decoder "
+                               "(image, depth map, edge map, ...), or what a given image is."}),
+            },
+            "optional": {
+                "frames": FRAMES_INPUT,
+                "image": ("IMAGE", {"tooltip": "The given image(s). Leave unconnected for a frame to generate "
+                                               "(task 'custom' only: a task lays out its own generated frames)."}),
+            },
+        }
+
+    def build(self, what, frames=None, image=None):
+        return (image_frame(what, image, frames),)
+
+
+class UniDiffInpaintFrame:
+    DESCRIPTION = ("Inpainting condition: the image with the masked region painted black (what the model was "
+                   "trained on). Use with task 'inpainting'.")
+    CATEGORY = SUB
+    RETURN_TYPES = (FRAMES, "IMAGE")
+    RETURN_NAMES = ("frames", "condition")
+    OUTPUT_TOOLTIPS = ("The frame chain with the condition frame appended.", "The masked condition image (preview).")
+    FUNCTION = "build"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "image": ("IMAGE", {"tooltip": "The photo to repaint (first image of the batch)."}),
+                "mask": ("MASK", {"tooltip": "1 = repaint, 0 = keep (e.g. painted in Load Image's mask editor); "
+                                             "resized to the image if its size differs."}),
+                "fill": (["black", "grey"], {
+                    "default": "black",
+                    "tooltip": "Colour painted into the masked region: black is what the reference feeds the model."}),
+                "composite": ("BOOLEAN", {
+                    "default": True,
+                    "tooltip": "Paste the result back into the original so unmasked pixels stay exact "
+                               "(UniDiff Decode Images 'composite' output)."}),
+                "feather": ("INT", {"default": 8, "min": 0, "max": 256, "step": 1,
+                                    "tooltip": "Width in pixels of the soft edge of the composite, inside the mask."}),
+            },
+            "optional": {"frames": FRAMES_INPUT},
+        }
+
+    def build(self, image, mask, fill, composite, feather, frames=None):
+        return inpaint_frame(image, mask, fill, composite, feather, frames)
+
+
+class UniDiffLayoutBoxes:
+    DESCRIPTION = ("Layout boxes for task 'boundingbox2image': labelled boxes drawn on the canvas editor "
+                   "(drag = new box, double-click = label). Each label gets a palette colour and a colour token.")
+    CATEGORY = SUB
+    RETURN_TYPES = (FRAMES, "IMAGE")
+    RETURN_NAMES = ("frames", "box_map")
+    OUTPUT_TOOLTIPS = ("The frame chain with the box-map frame appended.", "The rendered box map (preview).")
+    FUNCTION = "build"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "boxes": ("STRING", {
+                    "multiline": True, "dynamicPrompts": False,
+                    "default": "[]",
+                    "tooltip": 'JSON list of {"label": text, "box": [x0, y0, x1, y1]} with coordinates as '
+                               "fractions 0..1 of the canvas (x right, y down); edited by the box editor."}),
+                "width": ("INT", {"default": 512, "min": 16, "max": 4096, "step": 16,
+                                  "tooltip": "Canvas width in pixels; use the generation size (its aspect is kept)."}),
+                "height": ("INT", {"default": 512, "min": 16, "max": 4096, "step": 16,
+                                   "tooltip": "Canvas height in pixels; use the generation size."}),
+            },
+            "optional": {
+                "frames": FRAMES_INPUT,
+                "image": ("IMAGE", {"tooltip": "Optional backdrop for the box editor (not used for generation)."}),
+            },
+        }
+
+    def build(self, boxes, width, height, frames=None, image=None):
+        return layout_boxes(boxes, width, height, frames)
+
+
+class UniDiffReferenceImages:
+    DESCRIPTION = ("1-3 reference photos with captions for task 'faceid' (they become [[img1]]..[[img3]] after "
+                   "the target caption) or one photo and a subject name for 'subject_driven'.")
+    CATEGORY = SUB
+    RETURN_TYPES = (FRAMES,)
+    RETURN_NAMES = ("frames",)
+    OUTPUT_TOOLTIPS = ("The frame chain with one given frame per reference appended.",)
+    FUNCTION = "build"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        caption = "Caption of reference {n} (30-75 words work best; the face/subject, clothes, pose, background)."
+        return {
+            "required": {
+                "image_1": ("IMAGE", {"tooltip": "Reference photo 1 (also sets the output size when size is auto)."}),
+                "caption_1": ("STRING", {"multiline": True, "dynamicPrompts": False, "default": "",
+                                         "tooltip": caption.format(n=1)}),
+                "caption_2": ("STRING", {"multiline": True, "dynamicPrompts": False, "default": "",
+                                         "tooltip": caption.format(n=2) + " Used when image_2 is connected."}),
+                "caption_3": ("STRING", {"multiline": True, "dynamicPrompts": False, "default": "",
+                                         "tooltip": caption.format(n=3) + " Used when image_3 is connected."}),
+                "subject": ("STRING", {"multiline": False, "dynamicPrompts": False, "default": "",
+                                       "tooltip": "subject_driven only: the subject's name, e.g. 'cartoon dog'."}),
+            },
+            "optional": {
+                "frames": FRAMES_INPUT,
+                "image_2": ("IMAGE", {"tooltip": "Reference photo 2 (faceid)."}),
+                "image_3": ("IMAGE", {"tooltip": "Reference photo 3 (faceid)."}),
+            },
+        }
+
+    def build(self, image_1, caption_1, caption_2, caption_3, subject, frames=None, image_2=None, image_3=None):
+        return (reference_images(image_1, caption_1, caption_2, caption_3, subject, image_2, image_3, frames),)
+
+
+class UniDiffConditionMap:
+    DESCRIPTION = ("A condition map for the X2image tasks: depth, Canny edges, HED soft edges, pose skeleton, "
+                   "semantic colour map or box map. A photo can be turned into its Canny edges here.")
+    CATEGORY = SUB
+    RETURN_TYPES = (FRAMES, "IMAGE")
+    RETURN_NAMES = ("frames", "map")
+    OUTPUT_TOOLTIPS = ("The frame chain with the map frame appended.", "The map as the model sees it (preview).")
+    FUNCTION = "build"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "image": ("IMAGE", {"tooltip": "The map image (or a photo with extract_canny)."}),
+                "map_type": (MAP_TYPES, {
+                    "default": "depth",
+                    "tooltip": "What the map is; must match the task (depth2image takes depth, ...). Depth: "
+                               "white = near. Semantic/box maps: palette colours on black, named by the text "
+                               "node's labels in palette order."}),
+                "extract_canny": ("BOOLEAN", {"default": False,
+                                              "tooltip": "canny only: the image is a photo; use its OpenCV Canny edges."}),
+                "canny_low": ("INT", {"default": 100, "min": 0, "max": 255, "step": 1,
+                                      "tooltip": "Canny lower hysteresis threshold (grey levels)."}),
+                "canny_high": ("INT", {"default": 200, "min": 1, "max": 255, "step": 1,
+                                       "tooltip": "Canny upper hysteresis threshold (grey levels)."}),
+            },
+            "optional": {"frames": FRAMES_INPUT},
+        }
+
+    def build(self, image, map_type, extract_canny, canny_low, canny_high, frames=None):
+        return condition_map(image, map_type, extract_canny, canny_low, canny_high, frames)
+
+
+class UniDiffMultiViewCameras:
+    DESCRIPTION = ("Cameras of a multi-view run, one view per azimuth: image and ray frames interleaved. Given "
+                   "images fill the first views; unknown cameras ('none') are estimated (camera_estimation).")
+    CATEGORY = SUB
+    RETURN_TYPES = (FRAMES,)
+    RETURN_NAMES = ("frames",)
+    OUTPUT_TOOLTIPS = ("The frame chain with 2 frames (image, camera rays) per view appended.",)
+    FUNCTION = "build"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "azimuths": ("STRING", {"default": "0, 30, 60, 90", "dynamicPrompts": False,
+                                        "tooltip": "Degrees, one per view, relative to view 0 (which is 0); "
+                                                   "'none' = unknown camera, to be estimated."}),
+                "elevations": ("STRING", {"default": "0, 0, 0, 0", "dynamicPrompts": False,
+                                          "tooltip": "Degrees, one per view (or one for all); 'none' where the "
+                                                     "azimuth is 'none'."}),
+                "distance": ("FLOAT", {"default": 1.5, "min": 0.1, "max": 10.0, "step": 0.01,
+                                       "tooltip": "Camera distance from the object for every view (demos: 1.5)."}),
+                "focal": ("FLOAT", {"default": 1.3887, "min": 0.1, "max": 10.0, "step": 0.0001,
+                                    "tooltip": "Normalised focal length (1.3887 = the training cameras, ~40 deg FOV)."}),
+            },
+            "optional": {
+                "frames": FRAMES_INPUT,
+                "images": ("IMAGE", {"tooltip": "Given views: image i of the batch is view i (the first views)."}),
+            },
+        }
+
+    def build(self, azimuths, elevations, distance, focal, frames=None, images=None):
+        return (multiview_cameras(azimuths, elevations, distance, focal, images, frames),)

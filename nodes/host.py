@@ -1,0 +1,348 @@
+"""Every contact of the pack with ComfyUI, in one place, with plain fallbacks when ComfyUI is absent.
+
+Node logic calls only this module for host services: model folders (`folder_paths`), devices and
+memory management (`comfy.model_management`, `comfy.model_patcher`), the progress bar and live
+previews (`comfy.utils.ProgressBar`, `latent_preview`) and Cancel (`processing_interrupted`).
+ComfyUI modules are imported lazily, inside the functions that need them, so the pack imports and
+its nodes run in plain Python (CI has no ComfyUI): folders then come from `FALLBACK_FOLDERS`, the
+device is the CPU (or CUDA when present), progress and previews are dropped and nothing interrupts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+
+log = logging.getLogger("UniDiff")
+
+MODEL_FOLDER = "unidiff"  # models/unidiff/: diffusers-layout folders or single transformer .safetensors
+WEIGHT_SUFFIXES = {".safetensors", ".sft"}
+FROM_CHECKPOINT = "(from checkpoint)"
+
+# Model folders used when ComfyUI's folder_paths is absent (tests, scripts): folder name -> dirs.
+# UNIDIFF_MODELS_DIR=<root> adds <root>/unidiff, <root>/vae and <root>/text_encoders.
+FALLBACK_FOLDERS: dict[str, list[str]] = {"unidiff": [], "vae": [], "text_encoders": []}
+if os.environ.get("UNIDIFF_MODELS_DIR"):
+    for _name in FALLBACK_FOLDERS:
+        FALLBACK_FOLDERS[_name].append(os.path.join(os.environ["UNIDIFF_MODELS_DIR"], _name))
+
+_MISSING = object()
+_modules: dict[str, object] = {}
+
+
+def _comfy(name: str):
+    """A ComfyUI module, or None when ComfyUI is not importable (imported once, on first use)."""
+    module = _modules.get(name, _MISSING)
+    if module is _MISSING:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            module = None
+        _modules[name] = module
+    return module
+
+
+def folder_paths():
+    return _comfy("folder_paths")
+
+
+def model_management():
+    if folder_paths() is None:  # comfy.* without folder_paths is not a ComfyUI we can use
+        return None
+    return _comfy("comfy.model_management")
+
+
+def available() -> bool:
+    """True inside a ComfyUI process (or with ComfyUI on sys.path)."""
+    return model_management() is not None
+
+
+# ------------------------------------------------------------------------------------ model folders
+def register_model_folder() -> None:
+    """models/unidiff/ as a ComfyUI model folder (extra_model_paths.yaml may add more paths)."""
+    fp = folder_paths()
+    if fp is None:
+        return
+    path = os.path.join(fp.models_dir, MODEL_FOLDER)
+    if MODEL_FOLDER in fp.folder_names_and_paths:
+        paths, exts = fp.folder_names_and_paths[MODEL_FOLDER]
+        if path not in paths:
+            paths.append(path)
+        if isinstance(exts, set) and not exts:  # created by an extra_model_paths entry: all files
+            exts.update(WEIGHT_SUFFIXES)
+    else:
+        fp.folder_names_and_paths[MODEL_FOLDER] = ([path], set(WEIGHT_SUFFIXES))
+
+
+def folder_dirs(folder: str) -> list[str]:
+    fp = folder_paths()
+    if fp is None:
+        return list(FALLBACK_FOLDERS.get(folder, []))
+    try:
+        return fp.get_folder_paths(folder)
+    except KeyError:
+        return []
+
+
+def _is_weight_file(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in WEIGHT_SUFFIXES
+
+
+def _scan(folder: str, want_dir, want_files: bool) -> list[str]:
+    """Relative names ('/'-separated) of matching sub-folders (not descended into) and weight files."""
+    names = set()
+    for base in folder_dirs(folder):
+        if not os.path.isdir(base):
+            continue
+        for root, dirs, files in os.walk(base, followlinks=True):
+            rel_root = os.path.relpath(root, base)
+            keep = []
+            for d in sorted(dirs):
+                full = os.path.join(root, d)
+                rel = d if rel_root == "." else f"{rel_root}/{d}".replace(os.sep, "/")
+                if want_dir(full):
+                    names.add(rel)
+                elif not d.startswith("."):
+                    keep.append(d)
+            dirs[:] = keep
+            if want_files:
+                for f in files:
+                    if _is_weight_file(f):
+                        names.add(f if rel_root == "." else f"{rel_root}/{f}".replace(os.sep, "/"))
+    return sorted(names, key=str.lower)
+
+
+def is_diffusers_checkpoint(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "transformer", "config.json"))
+
+
+def _is_config_dir(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "config.json"))
+
+
+def list_checkpoints() -> list[str]:
+    """models/unidiff/: diffusers-layout folders (with transformer/) and single transformer files."""
+    return _scan(MODEL_FOLDER, is_diffusers_checkpoint, want_files=True)
+
+
+def list_vaes() -> list[str]:
+    """models/vae/: single .safetensors files (the SD3 VAE) and diffusers VAE folders."""
+    return [FROM_CHECKPOINT] + _scan("vae", _is_config_dir, want_files=True)
+
+
+def list_text_encoders() -> list[str]:
+    """models/text_encoders/: transformers T5 folders (config.json + model.safetensors + tokenizer)."""
+    return [FROM_CHECKPOINT] + _scan("text_encoders", _is_config_dir, want_files=False)
+
+
+def resolve(folder: str, name: str) -> str:
+    """Full path of a listed name; a clear error naming the searched folders otherwise."""
+    if not name or name == FROM_CHECKPOINT:
+        raise ValueError(f"no {folder} model selected")
+    rel = name.replace("/", os.sep)
+    if os.path.isabs(rel) or ".." in rel.split(os.sep):
+        raise ValueError(f"{name!r} is not a name inside the {folder} model folder")
+    dirs = folder_dirs(folder)
+    for base in dirs:
+        full = os.path.join(base, rel)
+        if os.path.exists(full):
+            return full
+    raise FileNotFoundError(f"{name!r} not found in the {folder} model folder(s): {dirs or '(none registered)'}; "
+                            f"put it in models/{folder}/ and refresh")
+
+
+# ------------------------------------------------------------------------------------ devices
+def torch_device():
+    import torch
+
+    mm = model_management()
+    if mm is not None:
+        return mm.get_torch_device()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def offload_device():
+    import torch
+
+    mm = model_management()
+    return mm.unet_offload_device() if mm is not None else torch.device("cpu")
+
+
+def intermediate_device():
+    """Where node outputs (IMAGE, MASK) live: the CPU unless ComfyUI runs with --gpu-only."""
+    import torch
+
+    mm = model_management()
+    return mm.intermediate_device() if mm is not None else torch.device("cpu")
+
+
+def auto_dtype(device) -> str:
+    """bf16 where the device runs it well, else fp16 on GPUs, fp32 on the CPU."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cpu":
+        return "fp32"
+    mm = model_management()
+    if mm is not None:
+        if mm.should_use_bf16(device):
+            return "bf16"
+        if mm.should_use_fp16(device):
+            return "fp16"
+        return "fp32"
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def initial_load_device(load_device, nbytes: int, dtype):
+    """Where to put freshly loaded weights: the compute device when they fit there, else the offload
+    device (ComfyUI moves them in before use). fp16 weights go straight to the compute device, since
+    the engine refuses fp16 on the CPU."""
+    import torch
+
+    load_device = torch.device(load_device)
+    mm = model_management()
+    if mm is None or load_device.type == "cpu" or dtype == torch.float16:
+        return load_device
+    mm.free_memory(nbytes * 1.1, load_device)
+    return mm.unet_inital_load_device(max(1, nbytes // 2), torch.bfloat16)
+
+
+class ManagedPart:
+    """One nn.Module of the pipeline (transformer, VAE or T5) registered with ComfyUI's memory
+    manager through a ModelPatcher, so ComfyUI offloads it when other models need the memory."""
+
+    def __init__(self, name: str, module, load_device, offload_device):
+        self.name = name
+        self.module = module
+        self.load_device = load_device
+        self.offload_device = offload_device
+        self.patcher = None
+        mm = model_management()
+        if mm is not None and _comfy("comfy.model_patcher") is not None:
+            holder = _holder_class(name)(module, _module_device(module))
+            self.patcher = _comfy("comfy.model_patcher").ModelPatcher(
+                holder, load_device=load_device, offload_device=offload_device, size=mm.module_size(module))
+
+
+_HOLDERS: dict = {}
+
+
+def _holder_class(part: str):
+    """nn.Module wrapping one part, with a plain `device` attribute for the ModelPatcher to set (the
+    engine's modules expose `device` as a read-only property) and a name ComfyUI's log shows
+    ("Requested to load UniDiffTransformer")."""
+    if part not in _HOLDERS:
+        import torch
+
+        def __init__(self, inner, device):
+            torch.nn.Module.__init__(self)
+            self.inner = inner
+            self.device = device
+
+        name = "UniDiff" + "".join(w.capitalize() for w in part.split("_"))
+        _HOLDERS[part] = type(name, (torch.nn.Module,), {"__init__": __init__})
+    return _HOLDERS[part]
+
+
+def _module_device(module):
+    import torch
+
+    for p in module.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def load_parts(parts: list[ManagedPart]) -> None:
+    """Put these parts on their compute device: through ComfyUI (which first evicts other models as
+    needed) or, without ComfyUI, with a plain .to(). Always whole: the engine's modules have no
+    partial-offload (lowvram) path."""
+    mm = model_management()
+    patchers = [p.patcher for p in parts if p.patcher is not None]
+    if mm is not None and patchers:
+        try:
+            mm.load_models_gpu(patchers, force_full_load=True)
+        except TypeError:  # ComfyUI before force_full_load (2024): loads whole models anyway in normal VRAM
+            mm.load_models_gpu(patchers)
+    for part in parts:  # also repairs a part ComfyUI offloaded partially in between
+        if not all(_same_device(p.device, part.load_device) for p in part.module.parameters()):
+            part.module.to(part.load_device)
+
+
+def _same_device(a, b) -> bool:
+    """cuda and cuda:0 are the same device (a missing index means the current one)."""
+    import torch
+
+    a, b = torch.device(a), torch.device(b)
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+def soft_empty_cache() -> None:
+    mm = model_management()
+    if mm is not None:
+        mm.soft_empty_cache()
+
+
+# ------------------------------------------------------------------------------------ progress, previews, Cancel
+class _NoProgress:
+    def __init__(self, total):
+        self.total = total
+        self.current = 0
+
+    def update_absolute(self, value, total=None, preview=None):
+        self.current = value
+
+    def update(self, value):
+        self.current += value
+
+
+def progress_bar(total: int, node_id=None):
+    """comfy.utils.ProgressBar (drives the node's progress bar and previews), or a no-op."""
+    utils = _comfy("comfy.utils") if available() else None
+    if utils is None:
+        return _NoProgress(total)
+    try:
+        return utils.ProgressBar(total, node_id=node_id)
+    except TypeError:  # ComfyUI before per-node progress (node_id): the executing node is implied
+        return utils.ProgressBar(total)
+
+
+def latent_previewer():
+    """fn(latent (1, 16, h, w)) -> PIL image per ComfyUI's --preview-method (latent2rgb / TAESD3 with
+    the SD3 latent format), or None when previews are off or ComfyUI is absent."""
+    if not available():
+        return None
+    latent_preview, formats = _comfy("latent_preview"), _comfy("comfy.latent_formats")
+    if latent_preview is None or formats is None:
+        return None
+    try:
+        previewer = latent_preview.get_previewer(torch_device(), formats.SD3())
+    except Exception as e:  # noqa: BLE001 - a broken previewer must never stop sampling
+        log.warning("UniDiff: no live preview (%s)", e)
+        return None
+    if previewer is None:
+        return None
+    return previewer.decode_latent_to_preview
+
+
+def preview_size() -> int:
+    latent_preview = _comfy("latent_preview") if available() else None
+    return int(getattr(latent_preview, "MAX_PREVIEW_RESOLUTION", 512) or 512)
+
+
+def interrupted() -> bool:
+    """Has the user pressed Cancel? (peeks; does not clear the flag)"""
+    mm = model_management()
+    return bool(mm is not None and mm.processing_interrupted())
+
+
+def raise_interrupted(cause: BaseException):
+    """Turn the engine's Interrupted into ComfyUI's InterruptProcessingException (clearing the flag),
+    so ComfyUI reports `execution_interrupted`; without ComfyUI re-raise the engine's exception."""
+    mm = model_management()
+    if mm is None:
+        raise cause
+    mm.throw_exception_if_processing_interrupted()
+    raise mm.InterruptProcessingException() from cause

@@ -1,0 +1,149 @@
+"""UniDiffLoader: a checkpoint from models/unidiff/, optional VAE / T5 overrides, kept loaded between runs."""
+
+from __future__ import annotations
+
+import os
+
+from . import host
+from .common import CATEGORY, MODEL
+
+DTYPES = ["auto", "bf16", "fp16", "fp32"]
+
+# (checkpoint, vae, text encoder, dtype, device, file stamps) -> UniDiffModel. At most one entry: a second
+# checkpoint replaces the first, so two huge models never sit in RAM because of this cache.
+_CACHE: dict = {}
+
+
+class UniDiffModel:
+    """The UNIDIFF_MODEL value: the engine pipeline plus one memory-managed part per module."""
+
+    def __init__(self, pipeline, name: str, dtype: str, load_device, offload_device):
+        self.pipeline = pipeline
+        self.name = name
+        self.dtype = dtype
+        modules = {"text_encoder": pipeline.text_encoder.encoder, "transformer": pipeline.transformer,
+                   "vae": pipeline.vae.model}
+        self.parts = {name: host.ManagedPart(name, module, load_device, offload_device)
+                      for name, module in modules.items()}
+
+    def ready(self, *names: str):
+        """Move these parts onto the compute device (ComfyUI evicts other models first); returns the pipeline."""
+        host.load_parts([self.parts[n] for n in names])
+        return self.pipeline
+
+    def __repr__(self):  # ComfyUI prints inputs of a failed node with str()
+        return f"UniDiffModel({self.name!r}, {self.dtype})"
+
+
+def _stamp(path: str):
+    """Changes when the files change (a re-downloaded checkpoint is reloaded)."""
+    if path is None:
+        return None
+    if os.path.isfile(path):
+        st = os.stat(path)
+        return (st.st_size, st.st_mtime_ns)
+    stamps = []
+    for root, _, files in os.walk(path, followlinks=True):
+        for f in files:
+            if f.endswith((".safetensors", ".json", ".model")):
+                st = os.stat(os.path.join(root, f))
+                stamps.append((os.path.relpath(os.path.join(root, f), path), st.st_size, st.st_mtime_ns))
+    return tuple(sorted(stamps))
+
+
+def _weight_bytes(*paths) -> int:
+    total = 0
+    for path in paths:
+        if path is None:
+            continue
+        if os.path.isfile(path):
+            total += os.path.getsize(path)
+            continue
+        for root, _, files in os.walk(path, followlinks=True):
+            total += sum(os.path.getsize(os.path.join(root, f)) for f in files if f.endswith(".safetensors"))
+    return total
+
+
+def load_model(ckpt_name: str, vae_name: str = host.FROM_CHECKPOINT, text_encoder_name: str = host.FROM_CHECKPOINT,
+               dtype: str = "auto") -> UniDiffModel:
+    """Resolve the names in ComfyUI's model folders, load (or reuse) the pipeline."""
+    from ..unidiff_core.pipeline import UniDiffPipeline, check_dtype_on_device, parse_dtype
+
+    ckpt = host.resolve(host.MODEL_FOLDER, ckpt_name)
+    vae = None if vae_name in (None, "", host.FROM_CHECKPOINT) else host.resolve("vae", vae_name)
+    t5 = None if text_encoder_name in (None, "", host.FROM_CHECKPOINT) else host.resolve("text_encoders", text_encoder_name)
+    load_device = host.torch_device()
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    resolved = host.auto_dtype(load_device) if dtype == "auto" else dtype
+    check_dtype_on_device(parse_dtype(resolved), load_device)
+    key = (ckpt, vae, t5, resolved, str(load_device), _stamp(ckpt), _stamp(vae), _stamp(t5))
+    if key in _CACHE:
+        return _CACHE[key]
+    _CACHE.clear()  # drop the previous model before loading the next one
+    host.soft_empty_cache()
+    torch_dtype = parse_dtype(resolved)
+    device = host.initial_load_device(load_device, _weight_bytes(ckpt, vae, t5), torch_dtype)
+    pipeline = UniDiffPipeline.from_pretrained(ckpt, dtype=resolved, device=device, vae=vae, text_encoder=t5,
+                                               tokenizer=_tokenizer_for(t5, ckpt))
+    model = UniDiffModel(pipeline, ckpt_name, resolved, load_device, host.offload_device())
+    _CACHE[key] = model
+    return model
+
+
+def _has_tokenizer(folder: str) -> bool:
+    return any(os.path.exists(os.path.join(folder, n)) for n in ("spiece.model", "tokenizer.json"))
+
+
+def _tokenizer_for(t5: str | None, ckpt: str) -> str | None:
+    """A separate T5 folder without tokenizer files borrows the checkpoint's tokenizer/ (T5 models share
+    one vocabulary); None lets the engine pick (the checkpoint's own, or the T5 folder)."""
+    if t5 is None:
+        return None
+    if _has_tokenizer(t5):
+        return t5
+    base = ckpt if os.path.isdir(ckpt) else os.path.dirname(ckpt)
+    candidate = os.path.join(base, "tokenizer")
+    return candidate if _has_tokenizer(candidate) else None
+
+
+def clear_cache() -> None:
+    _CACHE.clear()
+
+
+class UniDiffLoader:
+    DESCRIPTION = ("Loads a OneDiffusion checkpoint from models/unidiff/ (a diffusers-layout folder, or a single "
+                   "transformer .safetensors with the VAE and T5 picked below). It stays loaded between runs; "
+                   "ComfyUI offloads it when other models need the GPU.")
+    CATEGORY = CATEGORY + "/loaders"
+    RETURN_TYPES = (MODEL,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The OneDiffusion model (transformer, T5 text encoder, SD3 VAE).",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        host.register_model_folder()
+        return {
+            "required": {
+                "ckpt_name": (host.list_checkpoints(), {
+                    "tooltip": "A folder in models/unidiff/ with transformer/, vae/, text_encoder/, tokenizer/ "
+                               "(the released OneDiffusion layout), or a single transformer .safetensors file."}),
+                "vae_name": (host.list_vaes(), {
+                    "default": host.FROM_CHECKPOINT,
+                    "tooltip": "The SD3 VAE (16 channels) from models/vae/, e.g. the sd3 VAE .safetensors you "
+                               "already have; '(from checkpoint)' uses the checkpoint's vae/ folder."}),
+                "text_encoder_name": (host.list_text_encoders(), {
+                    "default": host.FROM_CHECKPOINT,
+                    "tooltip": "A T5-XL encoder folder (config.json, model.safetensors and the tokenizer) from "
+                               "models/text_encoders/; '(from checkpoint)' uses text_encoder/ and tokenizer/."}),
+                "dtype": (DTYPES, {
+                    "default": "auto",
+                    "tooltip": "Weights and compute precision of the transformer and T5. auto: bf16 on GPUs "
+                               "that run it, else fp16; fp32 on the CPU (fp16 is not supported there). "
+                               "The VAE always runs in fp32."}),
+            }
+        }
+
+    def load(self, ckpt_name, vae_name, text_encoder_name, dtype):
+        return (load_model(ckpt_name, vae_name, text_encoder_name, dtype),)

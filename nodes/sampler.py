@@ -1,0 +1,200 @@
+"""UniDiffSampler: model + text + frames -> latents of every frame, with progress, live preview and Cancel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import host
+from .common import CATEGORY, FRAMES, LATENTS, MODEL, TEXT
+from .frames import MAP_TYPES, chain
+from .text import TextSpec
+
+MAX_SEED = 0xFFFFFFFFFFFFFFFF
+# build_request keywords every condition node may add besides a task's own inputs.
+_HELPER_KEYS = {"canvas_size", "box_units", "canny_low", "canny_high", "fill", "composite", "feather"}
+
+
+@dataclass
+class LatentsResult:
+    """The UNIDIFF_LATENTS value: the request that was run and the engine's GenerationResult."""
+
+    request: object  # unidiff_core.tasks.TaskRequest
+    result: object  # unidiff_core.pipeline.GenerationResult
+    decoded: dict = field(default_factory=dict, repr=False)  # decoders' cache: decode options -> TaskOutput
+
+    @property
+    def latents(self):
+        return self.result.latents  # (B, F, 16, h, w) float32, CPU
+
+    def __repr__(self):
+        return (f"LatentsResult(task={self.request.task!r}, latents={tuple(self.latents.shape)}, "
+                f"prompt={self.request.prompt[:60]!r})")
+
+
+# ------------------------------------------------------------------------------------ request
+def _labels(text: TextSpec, frames) -> list | None:
+    if text.labels:
+        return text.labels
+    from_frames = [lab for item in frames.items for lab in item.labels]
+    return from_frames or None
+
+
+def task_request(text: TextSpec, frames=None, width: int = 0, height: int = 0, steps: int = 50,
+                  guidance: float = 4.0):
+    """TaskRequest from the text node and the frame chain (see nodes/frames.py for the two readings)."""
+    from ..unidiff_core import tasks
+
+    frames = chain(frames)
+    if (width == 0) != (height == 0):
+        raise ValueError(f"width={width}, height={height}: set both, or both to 0 (auto: the task's default "
+                         "size or the ~512² bucket of the first given image)")
+    size = dict(height=None, width=None) if width == 0 else dict(height=int(height), width=int(width))
+    if text.custom:
+        if not frames.items:
+            raise ValueError("task 'custom' runs the chained frames: connect frames (at least one frame to "
+                             "generate, e.g. UniDiff Image Frame without an image)")
+        if not text.prompt:
+            raise ValueError("task 'custom' uses the prompt verbatim: write the whole prompt with its task token, "
+                             "e.g. '[[depth2image]] a cat'")
+        return tasks.freeform_request(text.prompt, frames.frame_inputs, negative_prompt=text.negative_prompt or "",
+                                      steps=steps, guidance=guidance, labels=_labels(text, frames), **size)
+    spec = tasks.get_task(text.task)
+    kwargs, owner = {}, {}
+    allowed = set(spec.inputs) | _HELPER_KEYS
+    for item in frames.items:
+        if not item.request:
+            raise ValueError(f"{item.node}: a frame to generate only works with task 'custom'; task "
+                             f"{spec.name!r} lays out its own generated frame(s) - connect an image, or pick "
+                             "task 'custom'")
+        for key, value in item.request.items():
+            if key == "map_type":  # a map for a map->image task must be the task's kind of map
+                wanted = spec.frames[1].what if len(spec.frames) > 1 else None
+                if wanted in MAP_TYPES and not spec.frames[1].generated and wanted != value:
+                    raise ValueError(f"{item.node}: map_type {value!r} but task {spec.name!r} takes a "
+                                     f"{wanted.replace('_', ' ')}; set map_type to {wanted!r} or pick the task "
+                                     f"for {value!r}")
+                continue
+            if key in ("images", "references"):
+                kwargs.setdefault(key, []).extend(value)
+                owner.setdefault(key, item.node)
+                continue
+            if key in kwargs:
+                raise ValueError(f"{item.node} and {owner[key]} both give {key}; task {spec.name!r} takes one")
+            kwargs[key], owner[key] = value, item.node
+    if "images" in kwargs and not spec.multiview:
+        images = kwargs.pop("images")
+        if "image" in kwargs:
+            raise ValueError(f"{owner['images']} and {owner['image']} both give the image; task {spec.name!r} "
+                             "takes one")
+        if len(images) != 1:
+            raise ValueError(f"task {spec.name!r} takes one image, got {len(images)} (from {owner['images']})")
+        kwargs["image"], owner["image"] = images[0], owner["images"]
+    for key in kwargs:
+        if key not in allowed:
+            raise ValueError(f"task {spec.name!r} does not use {key} (from {owner[key]}); its inputs are: "
+                             f"{', '.join(spec.inputs)}")
+    labels = text.labels or None
+    if labels is not None and "labels" not in spec.inputs:
+        raise ValueError(f"task {spec.name!r} takes no labels (got {labels!r}); clear the text node's labels")
+    prompt = text.prompt if text.verbatim else None
+    return tasks.build_request(spec.name, "" if prompt else text.prompt, labels=labels, steps=steps,
+                               guidance=guidance, negative_prompt=text.negative_prompt, prompt=prompt, **size, **kwargs)
+
+
+# ------------------------------------------------------------------------------------ sampling
+def preview_frames(request) -> list[int]:
+    """Frames shown in the live preview: the generated image frames."""
+    return [i for i, f in enumerate(request.frames) if not f.given and f.kind == "image"]
+
+
+def make_preview(latents, indices, decode, max_size: int = 512):
+    """Generated frames of batch item 0 side by side -> ("JPEG", PIL, max_size) for ProgressBar."""
+    from PIL import Image
+
+    tiles = [decode(latents[0:1, i].float()) for i in indices]
+    tiles = [t for t in tiles if t is not None]
+    if not tiles:
+        return None
+    height = max(t.height for t in tiles)
+    strip = Image.new("RGB", (sum(t.width for t in tiles), height))
+    x = 0
+    for t in tiles:
+        strip.paste(t, (x, 0))
+        x += t.width
+    return ("JPEG", strip, max_size)
+
+
+def run_sampler(model, text: TextSpec, seed: int, steps: int, guidance: float, width: int, height: int,
+                batch_size: int, crop: bool = True, frames=None, node_id=None, progress=None,
+                previewer=None) -> LatentsResult:
+    from ..unidiff_core.sampler import Interrupted
+
+    request = task_request(text, frames, width, height, steps, guidance)
+    pipe = model.ready("text_encoder")
+    prompts = [request.prompt] + ([request.negative_prompt or ""] if request.guidance > 1.0 else [])
+    pipe.text_encoder.encode(prompts)  # cached by the encoder: generate() reuses it, T5 may be offloaded now
+    pipe = model.ready("transformer", "vae")
+    pbar = progress if progress is not None else host.progress_bar(request.steps, node_id=node_id)
+    decode = previewer if previewer is not None else host.latent_previewer()
+    shown = preview_frames(request)
+    max_size = host.preview_size()
+
+    def callback(step, total, latents):
+        preview = make_preview(latents, shown, decode, max_size) if decode is not None and shown else None
+        pbar.update_absolute(step + 1, total, preview)
+
+    try:
+        result = pipe.generate(**request.generate_kwargs(), seed=int(seed), batch_size=int(batch_size),
+                               callback=callback, interrupt=host.interrupted, crop=bool(crop))
+    except Interrupted as e:
+        host.raise_interrupted(e)
+    return LatentsResult(request, result)
+
+
+class UniDiffSampler:
+    DESCRIPTION = ("OneDiffusion multi-frame sampler: denoises every frame to generate while the given frames "
+                   "condition it. Shows progress with a live preview of the generated frames (ComfyUI's "
+                   "--preview-method) and stops within one step on Cancel.")
+    CATEGORY = CATEGORY + "/sampling"
+    RETURN_TYPES = (LATENTS,)
+    RETURN_NAMES = ("latents",)
+    OUTPUT_TOOLTIPS = ("Latents of all frames (batch, frames, 16, h, w) with the task layout, for the decoders.",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL, {"tooltip": "From UniDiff Loader."}),
+                "text": (TEXT, {"tooltip": "Task and caption from UniDiff Text Encode."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
+                                 "tooltip": "Noise seed; batch item b uses seed + b (so it equals a single run "
+                                            "with that seed)."}),
+                "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "step": 1,
+                                  "tooltip": "Denoising steps (demos: 50; faceid 75; multi-view 60-100)."}),
+                "guidance": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
+                                       "tooltip": "Classifier-free guidance scale; <= 1 turns it off (faster). "
+                                                  "Demos: 4; editing 3-3.5."}),
+                "width": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 16,
+                                  "tooltip": "Output width, a multiple of 16. 0 (with height 0) = auto: the "
+                                             "task's default, or the ~512² aspect bucket of the first given "
+                                             "image. Multi-view needs width = height."}),
+                "height": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 16,
+                                   "tooltip": "Output height, a multiple of 16; 0 (with width 0) = auto."}),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": 64,
+                                       "tooltip": "Independent samples of the same frames (seeds seed..seed+n-1)."}),
+                "crop": ("BOOLEAN", {"default": True,
+                                     "tooltip": "Given images: centre-crop to the output aspect, then resize (the "
+                                                "reference's way). Off: stretch to the output size."}),
+            },
+            "optional": {
+                "frames": (FRAMES, {"tooltip": "The condition frames (UniDiff frame nodes, chained). Optional for "
+                                               "text2image / text2multiview."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def sample(self, model, text, seed, steps, guidance, width, height, batch_size, crop, frames=None,
+               unique_id=None):
+        return (run_sampler(model, text, seed, steps, guidance, width, height, batch_size, crop, frames,
+                            node_id=unique_id),)
