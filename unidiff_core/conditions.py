@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import cameras
+from . import cameras, preprocess
 from .palette import MAX_COLORS, ColorLabel, assign_colors
 
 MASK_THRESHOLD = 0.5  # soft masks are binarised: > 0.5 = repaint / belongs to the label
@@ -138,15 +138,7 @@ def feather_alpha(mask, feather: int) -> np.ndarray:
     return np.clip(distance / float(feather), 0.0, 1.0).astype(np.float32) * binary
 
 
-def crop_box(height: int, width: int, target_h: int, target_w: int) -> tuple[int, int, int, int]:
-    """(top, left, crop_h, crop_w) of the centre crop the preprocessing takes (preprocess.center_crop_resize)."""
-    h, w = float(height), float(width)
-    aspect = target_w / target_h
-    if w / h > aspect:
-        crop_h, crop_w = h, h * aspect
-    else:
-        crop_h, crop_w = w / aspect, w
-    return int((h - crop_h) / 2), int((w - crop_w) / 2), int(crop_h), int(crop_w)
+crop_box = preprocess.crop_box  # the crop the model saw, to paste results back
 
 
 def composite_inpaint(generated, original, mask, feather: int = 8) -> np.ndarray:

@@ -74,17 +74,21 @@ def to_chw_tensor(image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).float().div(255)
 
 
+def crop_box(height: int, width: int, target_h: int, target_w: int) -> tuple[int, int, int, int]:
+    """(top, left, crop_h, crop_w) of the centre crop to the target aspect, truncated like the reference."""
+    h, w = float(height), float(width)
+    aspect = target_w / target_h
+    if w / h > aspect:
+        crop_h, crop_w = h, h * aspect
+    else:
+        crop_h, crop_w = w / aspect, w
+    return int((h - crop_h) / 2), int((w - crop_w) / 2), int(crop_h), int(crop_w)
+
+
 def center_crop_resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Crop (3, h, w) to the target aspect around the centre, then bilinear resize (no antialias)."""
-    _, h, w = image.shape
-    h, w = float(h), float(w)
-    target_aspect = width / height
-    if w / h > target_aspect:
-        crop_h, crop_w = h, h * target_aspect
-    else:
-        crop_h, crop_w = w / target_aspect, w
-    top, left = int((h - crop_h) / 2), int((w - crop_w) / 2)
-    cropped = image[:, top:top + int(crop_h), left:left + int(crop_w)]
+    top, left, crop_h, crop_w = crop_box(image.shape[1], image.shape[2], height, width)
+    cropped = image[:, top:top + crop_h, left:left + crop_w]
     return F.interpolate(cropped[None], size=(height, width), mode="bilinear", align_corners=False)[0]
 
 
