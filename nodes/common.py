@@ -66,21 +66,38 @@ def to_image(value):
 
 def parse_numbers(text, name: str, allow_none: bool = False) -> list:
     """'0, 30, none' -> [0.0, 30.0, None]; a clear error names the widget and the bad entry."""
-    if isinstance(text, (int, float)):
-        return [float(text)]
-    values = []
-    for part in str(text).replace(";", ",").split(","):
-        part = part.strip()
-        if not part:
+    from ..unidiff_core.validation import numbers
+
+    return numbers(text, name, allow_none)
+
+
+# ------------------------------------------------------------------------------------ VALIDATE_INPUTS
+def widget_checks(cls, **values) -> None:
+    """ComfyUI's own checks (combo, min/max) of the widgets a node validates itself: declaring an input in
+    VALIDATE_INPUTS turns ComfyUI's checks off for it. None = linked (checked when the node runs)."""
+    from ..unidiff_core import validation
+
+    spec = cls.INPUT_TYPES()
+    declared = {**spec.get("required", {}), **spec.get("optional", {})}
+    for name, value in values.items():
+        if value is None:
             continue
-        if part.lower() in ("none", "null", "?", "unknown"):
-            if not allow_none:
-                raise ValueError(f"{name}: 'none' is not allowed here (got {text!r})")
-            values.append(None)
-            continue
-        try:
-            values.append(float(part))
-        except ValueError:
-            raise ValueError(f"{name}: {part!r} is not a number; write comma-separated numbers, e.g. 0, 30, 60"
-                             + (" (none = unknown)" if allow_none else "")) from None
-    return values
+        kind = declared[name][0]
+        opts = declared[name][1] if len(declared[name]) > 1 else {}
+        if isinstance(kind, list):
+            validation.choice(name, value, kind)
+        elif kind in ("INT", "FLOAT"):
+            validation.number(name, value, opts.get("min"), opts.get("max"), integer=kind == "INT")
+
+
+def validate(cls, check=None, **values):
+    """The VALIDATE_INPUTS answer: True, or the message of the first failed check (ComfyUI shows it in
+    node_errors as `custom_validation_failed` and POST /prompt answers 400)."""
+    from ..unidiff_core.validation import message
+
+    def run():
+        widget_checks(cls, **values)
+        if check is not None:
+            check()
+
+    return message(run)

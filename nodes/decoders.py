@@ -81,6 +81,12 @@ def decode_depth(model, latents):
 
 
 def decode_segmentation(model, latents, tolerance=None, min_area=None, label: str = ""):
+    wanted = [lab.strip() for lab in (label or "").split(",") if lab.strip()]
+    known = [lab.label for lab in getattr(getattr(latents, "request", None), "labels", None) or []]
+    unknown = [lab for lab in wanted if lab not in known]
+    if known and unknown:  # before the VAE decode
+        raise ValueError(f"label: {unknown} not among the labels {known} (got {label!r}); use some of them, "
+                         "comma-separated, or leave it empty for all")
     out = task_output(model, latents, tolerance, min_area)
     if out.overlay is None or out.boxes is not None or not out.masks:
         raise ValueError(f"these latents hold no semantic map with labels (task {_task(latents)!r}); use task "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .common import CATEGORY, FRAMES, check_mask, image_list, parse_numbers, resize_mask, to_image
+from .common import CATEGORY, FRAMES, check_mask, image_list, resize_mask, to_image, validate
 
 SUB = CATEGORY + "/frames"
 FRAMES_INPUT = (FRAMES, {"tooltip": "Frames chained so far (optional): this node appends its frames after them."})
@@ -78,17 +78,22 @@ def image_frame(what: str = "image", image=None, frames=None) -> FrameChain:
 
 def inpaint_frame(image, mask, fill: str = "black", composite: bool = True, feather: int = 8, frames=None):
     """The image with the masked region (MASK 1 = repaint) painted over; returns (chain, condition image)."""
-    from ..unidiff_core import conditions
+    from ..unidiff_core import conditions, validation
 
     images = image_list(image)
     if len(images) != 1:
         raise ValueError(f"image: UniDiff Inpaint Frame takes one image, got a batch of {len(images)}")
     img = images[0]
     m = check_mask(mask)[:1]
-    m = resize_mask(m, img.shape[0], img.shape[1])[0]
-    if float(m.max()) <= conditions.MASK_THRESHOLD:
+    if float(m.max()) <= conditions.MASK_THRESHOLD:  # first: Load Image gives a 64x64 zero mask without alpha
         raise ValueError("mask: nothing to repaint (every value <= 0.5); paint the region to repaint (1 = repaint), "
                          "e.g. in the image editor of Load Image")
+    if validation.mask_fits_image(tuple(m.shape[-2:]), tuple(img.shape[:2])):  # a scaled copy: resize it
+        m = resize_mask(m, img.shape[0], img.shape[1])
+    m = m[0]
+    if float(m.max()) <= conditions.MASK_THRESHOLD:
+        raise ValueError("mask: nothing to repaint after resizing it to the image (every value <= 0.5); paint a "
+                         "larger region to repaint (1 = repaint)")
     condition = conditions.inpaint_condition(img, m, fill=fill)
     item = FrameItem("UniDiff Inpaint Frame", frames=(_frame(kind="image", image=condition, what="masked_image"),),
                      request={"image": img, "mask": m, "fill": fill, "composite": bool(composite),
@@ -98,18 +103,11 @@ def inpaint_frame(image, mask, fill: str = "black", composite: bool = True, feat
 
 def layout_boxes(boxes: str, width: int, height: int, frames=None):
     """Labelled boxes (JSON, fractions of the canvas) -> the palette-coloured box map; returns (chain, map)."""
-    import json
+    from ..unidiff_core import conditions, validation
 
-    from ..unidiff_core import conditions
-
-    try:
-        parsed = json.loads(boxes) if str(boxes).strip() else []
-    except json.JSONDecodeError as e:
-        raise ValueError(f"boxes: not valid JSON ({e}); draw boxes in the editor or write "
-                         '[{"label": "cat", "box": [0.1, 0.2, 0.5, 0.9]}]') from None
-    if not parsed:
-        raise ValueError("boxes: no box yet; drag on the canvas of UniDiff Layout Boxes to draw one and "
-                         "double-click it to set its label")
+    parsed = validation.boxes(boxes, units="fraction")  # JSON, count, labels, inside 0..1, ordered corners
+    validation.size("width", width)
+    validation.size("height", height)
     layout = conditions.box_map(parsed, (int(height), int(width)), units="fraction")
     item = FrameItem("UniDiff Layout Boxes", frames=(_frame(kind="image", image=layout.image, what="box_map"),),
                      request={"boxes": parsed, "box_units": "fraction", "canvas_size": (int(height), int(width))},
@@ -128,6 +126,14 @@ def reference_images(image_1, caption_1: str = "", caption_2: str = "", caption_
         if len(images) != 1:
             raise ValueError(f"image_{n}: one reference per input, got a batch of {len(images)}")
         refs.append((images[0], (caption or "").strip()))
+    missing = [n for n, (_, caption) in enumerate(refs, 1) if not caption]
+    if missing and len(missing) < len(refs):  # some references described, some not: a forgotten caption
+        from ..unidiff_core.validation import InputError
+
+        n = missing[0]
+        raise InputError(f"caption_{n}", "", f"empty, but image_{n} is connected and the other references have "
+                         "captions (more reference images than captions)",
+                         f"describe reference {n} in caption_{n}, or disconnect image_{n}")
     request = {"references": refs}
     if (subject or "").strip():
         request["subject"] = subject.strip()
@@ -147,8 +153,9 @@ def condition_map(image, map_type: str, extract_canny: bool = False, canny_low: 
     images = image_list(image)
     if len(images) != 1:
         raise ValueError(f"image: UniDiff Condition Map takes one map, got a batch of {len(images)}")
-    if extract_canny and map_type != "canny":
-        raise ValueError(f"extract_canny works with map_type 'canny', not {map_type!r}")
+    from ..unidiff_core.validation import canny_options
+
+    canny_options(map_type, extract_canny, canny_low, canny_high)
     if extract_canny:
         used = conditions.canny_map(images[0], canny_low, canny_high)
         request = {"photo": images[0], "canny_low": int(canny_low), "canny_high": int(canny_high)}
@@ -162,17 +169,9 @@ def condition_map(image, map_type: str, extract_canny: bool = False, canny_low: 
 
 def multiview_cameras(azimuths: str, elevations: str, distance: float, focal: float, images=None, frames=None):
     """One view per azimuth (degrees, relative to view 0; 'none' = unknown camera, estimated)."""
-    az = parse_numbers(azimuths, "azimuths", allow_none=True)
-    el = parse_numbers(elevations, "elevations", allow_none=True)
-    if not az:
-        raise ValueError("azimuths: give one azimuth per view, e.g. 0, 30, 60, 90 (none = unknown camera)")
-    if len(el) == 1 and len(az) > 1:
-        el = [None if a is None else el[0] for a in az]
-    if len(el) != len(az):
-        raise ValueError(f"elevations: {len(el)} value(s) for {len(az)} azimuths; give one per view")
-    for i, (a, e) in enumerate(zip(az, el)):
-        if (a is None) != (e is None):
-            raise ValueError(f"view {i}: azimuth {a} / elevation {e}: give both, or 'none' for both (unknown camera)")
+    from ..unidiff_core.validation import cameras
+
+    az, el = cameras(azimuths, elevations)  # also checked by VALIDATE_INPUTS before the prompt is queued
     view_images = image_list(images, "images") if images is not None else []
     if len(view_images) > len(az):
         raise ValueError(f"images: {len(view_images)} images for {len(az)} views; give at most one image per view")
@@ -281,6 +280,19 @@ class UniDiffLayoutBoxes:
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, boxes=None, width=None, height=None):
+        from ..unidiff_core import validation
+
+        def check():
+            if boxes is not None:
+                validation.boxes(boxes, units="fraction")
+            for name, value in (("width", width), ("height", height)):
+                if value is not None:
+                    validation.size(name, value)
+
+        return validate(cls, check, width=width, height=height)
+
     def build(self, boxes, width, height, frames=None, image=None):
         return layout_boxes(boxes, width, height, frames)
 
@@ -349,6 +361,13 @@ class UniDiffConditionMap:
             "optional": {"frames": FRAMES_INPUT},
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, map_type=None, extract_canny=None, canny_low=None, canny_high=None):
+        from ..unidiff_core.validation import canny_options
+
+        return validate(cls, lambda: canny_options(map_type, extract_canny, canny_low, canny_high),
+                        map_type=map_type, canny_low=canny_low, canny_high=canny_high)
+
     def build(self, image, map_type, extract_canny, canny_low, canny_high, frames=None):
         return condition_map(image, map_type, extract_canny, canny_low, canny_high, frames)
 
@@ -382,6 +401,19 @@ class UniDiffMultiViewCameras:
                 "images": ("IMAGE", {"tooltip": "Given views: image i of the batch is view i (the first views)."}),
             },
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, azimuths=None, elevations=None):
+        from ..unidiff_core import validation
+
+        def check():
+            if azimuths is not None and elevations is not None:
+                validation.cameras(azimuths, elevations)
+            elif azimuths is not None or elevations is not None:  # the other one is linked
+                name = "azimuths" if azimuths is not None else "elevations"
+                validation.numbers(azimuths if azimuths is not None else elevations, name, allow_none=True)
+
+        return validate(cls, check)
 
     def build(self, azimuths, elevations, distance, focal, frames=None, images=None):
         return (multiview_cameras(azimuths, elevations, distance, focal, images, frames),)

@@ -338,6 +338,12 @@ def interrupted() -> bool:
     return bool(mm is not None and mm.processing_interrupted())
 
 
+def is_interrupt(exc: BaseException) -> bool:
+    """Is this ComfyUI's InterruptProcessingException (Cancel, raised by its progress hook)?"""
+    mm = model_management()
+    return mm is not None and isinstance(exc, mm.InterruptProcessingException)
+
+
 def raise_interrupted(cause: BaseException):
     """Turn the engine's Interrupted into ComfyUI's InterruptProcessingException (clearing the flag),
     so ComfyUI reports `execution_interrupted`; without ComfyUI re-raise the engine's exception."""

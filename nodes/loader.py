@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 from . import host
 from .common import CATEGORY, MODEL
@@ -67,6 +68,7 @@ def _weight_bytes(*paths) -> int:
 def load_model(ckpt_name: str, vae_name: str = host.FROM_CHECKPOINT, text_encoder_name: str = host.FROM_CHECKPOINT,
                dtype: str = "auto") -> UniDiffModel:
     """Resolve the names in ComfyUI's model folders, load (or reuse) the pipeline."""
+    from ..unidiff_core.loading import preflight
     from ..unidiff_core.pipeline import UniDiffPipeline, check_dtype_on_device, parse_dtype
 
     ckpt = host.resolve(host.MODEL_FOLDER, ckpt_name)
@@ -80,14 +82,21 @@ def load_model(ckpt_name: str, vae_name: str = host.FROM_CHECKPOINT, text_encode
     key = (ckpt, vae, t5, resolved, str(load_device), _stamp(ckpt), _stamp(vae), _stamp(t5))
     if key in _CACHE:
         return _CACHE[key]
+    tokenizer = _tokenizer_for(t5, ckpt)
+    # A bad checkpoint (pickle, truncated, wrong config, missing folder) fails here, before the loaded model
+    # is dropped: the next prompt with the good one does not reload it.
+    preflight(ckpt, vae=vae, text_encoder=t5, tokenizer=tokenizer)
     _CACHE.clear()  # drop the previous model before loading the next one
     host.soft_empty_cache()
     torch_dtype = parse_dtype(resolved)
     device = host.initial_load_device(load_device, _weight_bytes(ckpt, vae, t5), torch_dtype)
+    host.log.info("UniDiff: loading checkpoint %s (%s) ...", ckpt_name, resolved)
+    started = time.perf_counter()
     pipeline = UniDiffPipeline.from_pretrained(ckpt, dtype=resolved, device=device, vae=vae, text_encoder=t5,
-                                               tokenizer=_tokenizer_for(t5, ckpt))
+                                               tokenizer=tokenizer)
     model = UniDiffModel(pipeline, ckpt_name, resolved, load_device, host.offload_device())
     _CACHE[key] = model
+    host.log.info("UniDiff: loaded checkpoint %s in %.1f s", ckpt_name, time.perf_counter() - started)
     return model
 
 
@@ -144,6 +153,19 @@ class UniDiffLoader:
                                "The VAE always runs in fp32."}),
             }
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, dtype=None):
+        """The dtype combo, and that this device runs it (fp16 is refused on the CPU) - before queueing.
+        ckpt_name & co. stay ComfyUI's combo checks (a name outside models/ is not in the list)."""
+        from ..unidiff_core import validation
+
+        def check():
+            validation.choice("dtype", dtype, DTYPES)
+            if dtype != "auto":
+                validation.dtype_on_device(dtype, host.torch_device())
+
+        return True if dtype is None else validation.message(check)
 
     def load(self, ckpt_name, vae_name, text_encoder_name, dtype):
         return (load_model(ckpt_name, vae_name, text_encoder_name, dtype),)

@@ -44,10 +44,10 @@ def task_request(text: TextSpec, frames=None, width: int = 0, height: int = 0, s
     """TaskRequest from the text node and the frame chain (see nodes/frames.py for the two readings)."""
     from ..unidiff_core import tasks
 
+    from ..unidiff_core.validation import size_pair
+
     frames = chain(frames)
-    if (width == 0) != (height == 0):
-        raise ValueError(f"width={width}, height={height}: set both, or both to 0 (auto: the task's default "
-                         "size or the ~512² bucket of the first given image)")
+    width, height = size_pair(width, height)  # multiples of 16, or both 0 (also checked by VALIDATE_INPUTS)
     size = dict(height=None, width=None) if width == 0 else dict(height=int(height), width=int(width))
     if text.custom:
         if not frames.items:
@@ -147,7 +147,17 @@ def run_sampler(model, text: TextSpec, seed: int, steps: int, guidance: float, w
         result = pipe.generate(**request.generate_kwargs(), seed=int(seed), batch_size=int(batch_size),
                                callback=callback, interrupt=host.interrupted, crop=bool(crop))
     except Interrupted as e:
+        # Free what the run held now, not when the exception is dropped: the traceback keeps the sampler's
+        # frames (latents, noise, model inputs) alive, and ComfyUI keeps the exception until the prompt ends.
+        e.__traceback__ = None
+        host.soft_empty_cache()
         host.raise_interrupted(e)
+    except Exception as e:  # Cancel seen by ComfyUI's progress hook (in the callback): free the same way
+        if not host.is_interrupt(e):
+            raise
+        e.__traceback__ = None
+        host.soft_empty_cache()
+        raise e
     return LatentsResult(request, result)
 
 
@@ -193,6 +203,20 @@ class UniDiffSampler:
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=None, height=None):
+        from ..unidiff_core import validation
+        from .common import validate
+
+        def check():
+            if width is not None and height is not None:
+                validation.size_pair(width, height)
+            for name, value in (("width", width), ("height", height)):
+                if value is not None:
+                    validation.size(name, value, allow_auto=True)
+
+        return validate(cls, check, width=width, height=height)
 
     def sample(self, model, text, seed, steps, guidance, width, height, batch_size, crop, frames=None,
                unique_id=None):

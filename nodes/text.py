@@ -88,5 +88,11 @@ class UniDiffTextEncode:
             }
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, task=None, prompt=None, labels=None):
+        from ..unidiff_core.validation import message, task_text
+
+        return message(task_text, task, prompt, labels)  # the task combo is checked there too
+
     def encode(self, task, prompt, negative_prompt, use_task_negative, labels):
         return (encode_text(task, prompt, negative_prompt, use_task_negative, labels),)

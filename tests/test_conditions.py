@@ -124,8 +124,12 @@ def test_box_map_errors():
         conditions.box_map([{"label": f"l{i}", "box": [0, 0, 1, 1]} for i in range(21)], (32, 32), units="pixel")
     with pytest.raises(ValueError, match="no label"):
         conditions.box_map([{"box": [0, 0, 1, 1]}], (32, 32))
-    with pytest.raises(ValueError, match="is empty inside the 32x32 canvas"):
+    with pytest.raises(ValueError, match=r"reaches outside the image \(pixels of the 32x32 canvas\)"):
         conditions.box_map([{"label": "a", "box": [40, 40, 50, 50]}], (32, 32))
+    with pytest.raises(ValueError, match=r"reaches outside the image \(fractions 0..1"):
+        conditions.box_map([{"label": "a", "box": [0.5, 0.5, 1.5, 0.9]}], (32, 32), units="fraction")
+    with pytest.raises(ValueError, match="corners not ordered"):  # an [x, y, w, h] box
+        conditions.box_map([{"label": "a", "box": [10, 12, 4, 4]}], (32, 32), units="pixel")
     with pytest.raises(ValueError, match="not valid JSON"):
         conditions.box_map("[{", (32, 32))
 

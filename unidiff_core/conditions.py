@@ -218,9 +218,12 @@ def boxes_to_pixels(boxes, size: tuple[int, int], units: str = "auto") -> list[d
     Fractions are multiplied by the canvas width/height and rounded; pixels are rounded.
     A box that is empty after clipping is a ValueError.
     """
+    from . import validation
+
     boxes = _box_list(boxes)
     height, width = size
     kind = box_units(boxes, units)
+    validation.boxes(boxes, units=kind, canvas=(height, width), allow_empty=True)  # inside the canvas, ordered
     out = []
     for i, b in enumerate(boxes):
         x0, y0, x1, y1 = b["box"]

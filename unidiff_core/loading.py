@@ -28,6 +28,9 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded; the message names the file and what to do."""
 
 
+CheckpointError.__module__ = "UniDiff"  # what ComfyUI shows as the error's type (not the pack's path)
+
+
 # ------------------------------------------------------------------------------ safetensors
 def refuse_pickle(path: Path) -> None:
     if path.suffix.lower() in PICKLE_SUFFIXES:
@@ -258,6 +261,49 @@ def load_text_encoder(encoder_path: str | os.PathLike, tokenizer_path: str | os.
     except (OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{encoder_path}: cannot load the T5 text encoder: {e}") from None
     return TextEncoder(tokenizer, encoder.to(device).eval().requires_grad_(False))
+
+
+def preflight(checkpoint: str | os.PathLike, vae=None, text_encoder=None, tokenizer=None) -> None:
+    """Every check of `UniDiffPipeline.from_pretrained`'s files that needs no weights read: the layout (the
+    same sub-folders it would use), pickles, truncated/corrupt safetensors headers, the transformer's keys
+    and shapes against its config (built on the meta device), the tokenizer. A host calls it before it
+    drops a loaded model for a new one, so a bad checkpoint costs an error, not the model in memory."""
+    root = Path(checkpoint)
+    if not root.exists():
+        raise CheckpointError(f"checkpoint not found: {root}")
+    refuse_pickle(root)
+    single_file = root.is_file()
+    base = root.parent if single_file else root
+
+    def part(override, sub, what):
+        if override is not None:
+            return Path(override)
+        if single_file:
+            if (base / sub).is_dir():
+                return base / sub
+            raise CheckpointError(f"{root} is a single transformer file: give the {what} separately")
+        return root / sub
+
+    transformer_path = root if single_file else root / "transformer"
+    files, config_file = transformer_files(transformer_path)
+    shapes = read_shapes(files)
+    if config_file is not None:
+        config = NextDiTConfig.from_json(config_file)
+    else:
+        meta = safetensors_metadata(files[0]).get("config")
+        config = NextDiTConfig.from_dict(json.loads(meta), str(files[0])) if meta else infer_config(shapes, str(root))
+    check_keys(build_on_meta(config), shapes, str(transformer_path))
+    vae_path = part(vae, "vae", "VAE")
+    if vae_path.is_file():
+        check_safetensors(vae_path)
+    else:
+        _check_subfolder(vae_path, "VAE", "diffusion_pytorch_model.safetensors")
+    t5_path = part(text_encoder, "text_encoder", "text encoder")
+    _check_subfolder(t5_path, "text encoder", "model.safetensors")
+    tok_path = Path(tokenizer) if tokenizer is not None else (
+        t5_path.parent / "tokenizer" if (t5_path.parent / "tokenizer").is_dir() else t5_path)
+    if not tok_path.is_dir() or not any((tok_path / n).exists() for n in ("spiece.model", "tokenizer.json")):
+        raise CheckpointError(f"tokenizer not found: {tok_path} needs spiece.model or tokenizer.json")
 
 
 def load_scheduler_config(path: Path) -> dict:

@@ -365,6 +365,13 @@ def build_request(task: str, caption: str = "", *, image=None, images: Sequence 
     _check_inputs(spec, inputs)
     height, width = _size(spec, height, width)
     ctx = _Ctx(spec=spec, caption=(caption or "").strip(), prompt_override=prompt)
+    if "caption" in spec.required and not ctx.caption and prompt is None:
+        from .validation import InputError
+
+        what = "an instruction" if spec.name == "image_editing" else "a caption"
+        raise InputError("caption", caption, f"empty, but task {spec.name!r} needs {what}",
+                         f"write {what}" + (" (what to change)" if spec.name == "image_editing" else
+                                            " (describe what to generate)"))
     builder = _BUILDERS.get(spec.name) or _BUILDERS[_family(spec)]
     request = builder(ctx, conditions, height=height, width=width, **inputs)
     request.task = spec.name

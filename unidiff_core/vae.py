@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 LATENT_CHANNELS = 16
@@ -38,13 +40,18 @@ class VAE:
         try:
             images = self.model.decode(z).sample
         except torch.OutOfMemoryError:
+            images = None  # leave the except block first: its traceback holds the failed decode's tensors
+        if images is None:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
+            logging.getLogger("UniDiff").warning("UniDiff: out of memory decoding %s latents; retrying in tiles",
+                                                 tuple(z.shape))
+            tiling = self.model.use_tiling
             self.model.enable_tiling()
             try:
                 images = self.model.decode(z).sample
             finally:
-                self.model.disable_tiling()
+                self.model.use_tiling = tiling  # as it was (a tiled decode asked for by the caller stays tiled)
         return (images.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu()
 
     def to(self, device):

@@ -270,12 +270,12 @@ def test_cancel_stops_within_one_step(comfy):
 def test_node_error_reaches_history(comfy):
     prompt = tiny(load_api("image2depth"))
     text = next(n for n in prompt.values() if n["class_type"] == "UniDiffTextEncode")
-    text["inputs"]["task"] = "depth2image"  # a photo frame from Image Frame is fine, but labels are not:
-    text["inputs"]["labels"] = "cat"
+    text["inputs"]["task"] = "text2image"  # valid widgets (no 400), but text2image takes no image frame:
+    text["inputs"]["prompt"] = "a cat"
     entry = run(comfy, prompt)
     assert entry["status"]["status_str"] == "error"
     message = error_text(entry)
-    assert "takes no labels" in message, message
+    assert "task 'text2image' does not use image (from UniDiff Image Frame)" in message, message
 
 
 def test_free_memory_then_rerun(comfy):
