@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--no-crop", action="store_true", help="resize given images without centre crop")
     gen.add_argument("--rope-scale", type=float, default=1.0, help="RoPE scale factor (reference: 1.1-1.5 for >3 views)")
     gen.add_argument("--rope-watershed", type=float, default=1.0, help="RoPE scale watershed timestep")
+    gen.add_argument("--step-cache", type=float, default=0.0, metavar="THRESHOLD",
+                     help="first-block step cache: skip most of the transformer on steps whose first-block output "
+                          "changed by less than THRESHOLD (relative L1, e.g. 0.05-0.1); faster, approximate; 0 = off")
     mv = run.add_argument_group("multi-view (interleaved image/ray frames)")
     mv.add_argument("--azimuths", type=_floats, help="per view, degrees, 'none' = unknown camera, e.g. 0,30,none")
     mv.add_argument("--elevations", type=_floats)
@@ -125,7 +128,9 @@ def atomic_write(path: Path, write) -> None:
 def load_pipeline(args):
     from .pipeline import UniDiffPipeline
     from .tiny import tiny_pipeline
+    from .validation import dtype_on_device
 
+    dtype_on_device(args.dtype, args.device)  # e.g. fp16 on the CPU: refused before any weights are read
     if args.checkpoint == "tiny":
         print("checkpoint 'tiny': random weights, the output is noise (smoke run)", file=sys.stderr)
         from .pipeline import parse_dtype
@@ -189,7 +194,7 @@ def run(args) -> int:
     result = pipe.generate(args.prompt or "", frames, negative_prompt=args.negative_prompt or "", height=height,
                            width=width, steps=steps, guidance=4.0 if args.cfg is None else args.cfg, seed=args.seed,
                            batch_size=args.batch_size, crop=not args.no_crop, rope_scale=args.rope_scale,
-                           rope_watershed=args.rope_watershed)
+                           rope_watershed=args.rope_watershed, step_cache_threshold=args.step_cache)
     image_frames = [i for i in result.generated if frames[i].kind == "image"]
     write_results(args, result, image_frames, pipe.decode(result.latents, image_frames), steps)
     return 0
@@ -213,6 +218,8 @@ def write_results(args, result, image_frames, decoded, steps, extra: dict | None
             print(f"frame {index} item {b} -> {path}")
     summary = {"height": result.height, "width": result.width, "steps": steps, "mu": result.mu,
                "timesteps": [round(float(t), 4) for t in result.timesteps]}
+    if getattr(result, "step_cache", None):
+        summary["step_cache"] = {k: result.step_cache[k] for k in ("threshold", "full_steps", "cached_steps")}
     summary.update(extra or {})
     print(json.dumps(summary))
 
@@ -258,7 +265,11 @@ def _task_inputs(args, spec) -> dict:
     if args.fill != "black":
         inputs["fill"] = args.fill
     if args.boxes:
-        text = Path(args.boxes).read_text() if Path(args.boxes).is_file() else args.boxes
+        try:
+            is_file = Path(args.boxes).is_file()
+        except OSError:  # JSON text longer than a file name can be
+            is_file = False
+        text = Path(args.boxes).read_text() if is_file else args.boxes
         inputs.update(boxes=text, box_units=args.box_units)
     if args.labels:
         inputs["labels"] = args.labels
@@ -298,7 +309,8 @@ def run_task(args) -> int:
                          f"{request.denoise_mask}; drop --task for a free-form layout")
     pipe = load_pipeline(args)
     result = pipe.generate(**request.generate_kwargs(), seed=args.seed, batch_size=args.batch_size,
-                           crop=not args.no_crop, rope_scale=args.rope_scale, rope_watershed=args.rope_watershed)
+                           crop=not args.no_crop, rope_scale=args.rope_scale, rope_watershed=args.rope_watershed,
+                           step_cache_threshold=args.step_cache)
     output = tasks.decode_result(pipe, request, result,
                                  tolerance=DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
                                  min_area=DEFAULT_MIN_AREA if args.min_area is None else args.min_area)

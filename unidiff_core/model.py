@@ -79,20 +79,28 @@ def apply_rope(x, cos, sin):
     return rotated.flatten(-2).type_as(x)
 
 
-def softcapped_attention(q, k, v, cap: float = SOFTCAP, chunk: int = 1024):
+def softcapped_attention(q, k, v, cap: float = SOFTCAP, chunk: int = 1024, max_logits: int = 2 ** 28):
     """softmax(cap * tanh(q k^T / sqrt(d) / cap)) v, chunked over queries to bound memory.
 
     SDPA has no soft-cap, so the fp16/bf16 path of the reference (flash-attn, softcap=30) is computed
     explicitly. Like flash-attn, logits and softmax are float32 and the probabilities meet V in the
-    input dtype.
+    input dtype. The query chunk is shrunk so that one chunk's float32 logits hold at most
+    `max_logits` elements (1 GiB), and the soft-cap runs in place: peak extra memory is about two
+    logit buffers (same arithmetic, same results).
     """
     scale = q.shape[-1] ** -0.5
     out = torch.empty_like(q)
+    rows_per_query = max(1, k.shape[-2] * q[..., 0, 0].numel())
+    chunk = max(1, min(chunk, max_logits // rows_per_query))
+    kt = k.float().transpose(-1, -2)
     for start in range(0, q.shape[-2], chunk):
         qs = q[..., start:start + chunk, :]
-        logits = torch.matmul(qs.float(), k.float().transpose(-1, -2)) * scale
-        probs = torch.softmax(cap * torch.tanh(logits / cap), dim=-1)
+        logits = torch.matmul(qs.float(), kt).mul_(scale)
+        logits.div_(cap).tanh_().mul_(cap)
+        probs = torch.softmax(logits, dim=-1)
+        del logits
         out[..., start:start + chunk, :] = torch.matmul(probs.to(v.dtype), v)
+        del probs
     return out
 
 
@@ -288,12 +296,14 @@ class NextDiT(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, samples, timesteps, encoder_hidden_states=None, encoder_attention_mask=None,
-                scale_factor: float = 1.0, scale_watershed: float = 1.0, context: CaptionContext | None = None):
+                scale_factor: float = 1.0, scale_watershed: float = 1.0, context: CaptionContext | None = None,
+                step_cache=None):
         """Predict the flow velocity for every frame.
 
         samples: (B, F, C, H, W) or (B, C, H, W). timesteps on the 0..1000 scale: (B,) one per
         sample (the reference's text-to-image call), (B, F) one per frame (its multi-frame call), or
         a tensor of the samples' shape. Returns (B, F, C_out, H, W), always 5-D.
+        step_cache: an optional `step_cache.FirstBlockCache` that may skip blocks 1.. (off when None).
         """
         if samples.ndim == 4:
             samples = samples[:, None]
@@ -313,8 +323,12 @@ class NextDiT(nn.Module):
 
         max_t = float(timesteps.max()) if (scale_factor != 1 or scale_watershed != 1) else 0.0
         rope = self.rope_angles(tf, th, tw, x.device, scale_factor, scale_watershed, max_t)
-        for block, k, v in zip(self.layers, context.keys, context.values):
-            x = block(x, c, rope, k, v, context.mask)
+        if step_cache is not None:
+            x = step_cache.run(x, lambda i, h: self.layers[i](h, c, rope, context.keys[i], context.values[i],
+                                                              context.mask), len(self.layers))
+        else:
+            for block, k, v in zip(self.layers, context.keys, context.values):
+                x = block(x, c, rope, k, v, context.mask)
         x = self.final_layer(x, c).reshape(b, tf, th * tw, -1)
         return self.unpatchify(x.reshape(b, -1, x.shape[-1]), tf, th, tw)
 

@@ -59,6 +59,7 @@ class GenerationResult:
     timesteps: torch.Tensor = field(repr=False, default=None)
     sigmas: torch.Tensor = field(repr=False, default=None)
     mu: float = 0.0
+    step_cache: dict | None = None  # statistics of the step cache when it was on (see step_cache.py)
 
     @property
     def generated(self) -> list[int]:
@@ -93,11 +94,14 @@ class UniDiffPipeline:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, checkpoint: str | os.PathLike, dtype="fp32", device="cpu", vae=None,
-                        text_encoder=None, tokenizer=None, text_encoder_dtype=None, vae_dtype=None):
+                        text_encoder=None, tokenizer=None, text_encoder_dtype=None, vae_dtype=None,
+                        text_encoder_device=None, weight_dtype=None):
         """Load from a diffusers-layout folder, or a single transformer .safetensors plus separate parts.
 
         vae / text_encoder / tokenizer override the folder's sub-folders (required for a single
         file). The VAE runs in fp32 unless told otherwise (it is small and bf16 decoding bands).
+        text_encoder_device="cpu" keeps the T5 encoder off the GPU (prompts are encoded once, then cached).
+        weight_dtype="fp8" stores the transformer blocks' weights in fp8 e4m3 (computing in `dtype`).
         """
         dtype = parse_dtype(dtype)
         check_dtype_on_device(dtype, device)
@@ -121,14 +125,28 @@ class UniDiffPipeline:
         t5_path = part(text_encoder, "text_encoder", "text encoder")
         tok_path = Path(tokenizer) if tokenizer is not None else (
             t5_path.parent / "tokenizer" if (t5_path.parent / "tokenizer").is_dir() else t5_path)
-        transformer = load_transformer(transformer_path, dtype=dtype, device=device)
+        if weight_dtype == "fp8":
+            from .fp8 import load_transformer_fp8
+
+            transformer = load_transformer_fp8(transformer_path, compute_dtype=dtype, device=device)
+        elif weight_dtype is None:
+            transformer = load_transformer(transformer_path, dtype=dtype, device=device)
+        else:
+            raise ValueError(f"weight_dtype {weight_dtype!r} must be None or 'fp8'")
         vae_model = load_vae(vae_path, dtype=parse_dtype(vae_dtype or "fp32"), device=device)
-        text = load_text_encoder(t5_path, tok_path, dtype=parse_dtype(text_encoder_dtype or dtype), device=device)
+        text = load_text_encoder(t5_path, tok_path, dtype=parse_dtype(text_encoder_dtype or dtype),
+                                 device=text_encoder_device or device)
         return cls(transformer, vae_model, text, load_scheduler_config(base / "scheduler"))
 
     @property
     def device(self):
         return self.transformer.device
+
+    def offload_text_encoder(self, device="cpu") -> None:
+        """Move the T5 encoder off the accelerator once prompts are encoded (encoded prompts stay cached)."""
+        self.text_encoder.to(device)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     @property
     def dtype(self):
@@ -163,7 +181,7 @@ class UniDiffPipeline:
                  width: int | None = None, steps: int = 50, guidance: float = 4.0, seed: int = 0,
                  batch_size: int = 1, callback: Callable | None = None, interrupt: Callable | None = None,
                  crop: bool = True, rope_scale: float = 1.0, rope_watershed: float = 1.0,
-                 reference_bright_quirk: bool = False) -> GenerationResult:
+                 reference_bright_quirk: bool = False, step_cache_threshold: float = 0.0) -> GenerationResult:
         frames = list(frames)
         if not frames:
             raise ValueError("frames is empty: give at least one frame")
@@ -214,22 +232,47 @@ class UniDiffPipeline:
         forward_kwargs = {}
         if rope_scale != 1.0 or rope_watershed != 1.0:
             forward_kwargs = dict(scale_factor=rope_scale, scale_watershed=rope_watershed)
+        cache = None
+        if step_cache_threshold > 0:  # opt-in first-block step cache (approximate; 0 = off, exact)
+            from .step_cache import FirstBlockCache
+
+            cache = FirstBlockCache(step_cache_threshold, len(timesteps))
         out = sample(self.transformer, context, latents, cond.to(device), generate_mask, timesteps.to(device),
                      sigmas.to(device), guidance=guidance, callback=callback, interrupt=interrupt,
-                     forward_kwargs=forward_kwargs)
+                     forward_kwargs=forward_kwargs, step_cache=cache)
         return GenerationResult(latents=out.float().cpu(), frames=frames, height=height, width=width, seed=int(seed),
-                                timesteps=timesteps, sigmas=sigmas, mu=mu)
+                                timesteps=timesteps, sigmas=sigmas, mu=mu,
+                                step_cache=cache.stats() if cache is not None else None)
 
     # ------------------------------------------------------------------ decode
-    def decode(self, latents: torch.Tensor, indices: list[int] | None = None) -> list[torch.Tensor]:
-        """Decode image frames of (B, F, 16, h, w) latents -> one (B, H, W, 3) 0..1 tensor per index."""
+    def decode(self, latents: torch.Tensor, indices: list[int] | None = None,
+               tile_size: int | None = None) -> list[torch.Tensor]:
+        """Decode image frames of (B, F, 16, h, w) latents -> one (B, H, W, 3) 0..1 tensor per index.
+
+        tile_size (pixels, e.g. 512): decode large images in overlapping tiles (diffusers' tiled VAE
+        decode: bounded memory, slightly different pixels at the tile seams). None = whole image.
+        """
         b, f = latents.shape[:2]
         indices = list(range(f)) if indices is None else list(indices)
         if not indices:
             return []
         stacked = latents[:, indices].reshape(b * len(indices), *latents.shape[2:])
-        images = self.vae.decode(stacked).view(b, len(indices), *self.vae_image_shape(latents))
+        if tile_size:
+            decoded = self._decode_tiled(stacked, int(tile_size))
+        else:
+            decoded = self.vae.decode(stacked)
+        images = decoded.view(b, len(indices), *self.vae_image_shape(latents))
         return [images[:, k] for k in range(len(indices))]
+
+    def _decode_tiled(self, latents: torch.Tensor, tile_size: int) -> torch.Tensor:
+        model = self.vae.model
+        saved = (model.use_tiling, model.tile_sample_min_size, model.tile_latent_min_size)
+        model.tile_sample_min_size, model.tile_latent_min_size = tile_size, max(1, tile_size // DOWNSCALE)
+        model.enable_tiling()
+        try:
+            return self.vae.decode(latents)
+        finally:
+            model.use_tiling, model.tile_sample_min_size, model.tile_latent_min_size = saved
 
     @staticmethod
     def vae_image_shape(latents):

@@ -19,14 +19,23 @@ class Interrupted(Exception):
 def sample(model, context, latents: torch.Tensor, cond_latents: torch.Tensor | None, generate_mask: torch.Tensor,
            timesteps: torch.Tensor, sigmas: torch.Tensor, guidance: float = 1.0,
            callback: Callable[[int, int, torch.Tensor], None] | None = None,
-           interrupt: Callable[[], bool] | None = None, forward_kwargs: dict | None = None) -> torch.Tensor:
+           interrupt: Callable[[], bool] | None = None, forward_kwargs: dict | None = None,
+           step_cache_threshold: float = 0.0, step_cache=None) -> torch.Tensor:
     """Denoise (B, F, C, h, w) latents; returns the latents of all frames after the last step.
 
     context: the model's caption context for the batch [negative; positive] when guidance > 1, else
     for the positive prompts only. cond_latents (B, F, C, h, w) holds the clean condition frames
     (entries of generated frames are ignored). generate_mask (F,) bool: True = frame to generate.
+    step_cache_threshold > 0 turns on the first-block step cache (`step_cache.FirstBlockCache`; 0 = off,
+    results unchanged); pass your own `step_cache` object instead to read its statistics afterwards.
     """
-    forward_kwargs = forward_kwargs or {}
+    forward_kwargs = dict(forward_kwargs or {})
+    if step_cache is None and step_cache_threshold > 0:
+        from .step_cache import FirstBlockCache
+
+        step_cache = FirstBlockCache(step_cache_threshold, len(timesteps))
+    if step_cache is not None:
+        forward_kwargs["step_cache"] = step_cache
     cfg = guidance > 1.0
     cond_index = (~generate_mask).nonzero().flatten()
     b, f = latents.shape[:2]
@@ -37,6 +46,8 @@ def sample(model, context, latents: torch.Tensor, cond_latents: torch.Tensor | N
     for i, t in enumerate(timesteps):
         if interrupt is not None and interrupt():
             raise Interrupted(f"interrupted before step {i + 1} of {len(timesteps)}")
+        if step_cache is not None:
+            step_cache.begin_step(i)
         frame_t = torch.where(generate_mask, t, t_cond).to(torch.float32)
         model_in = torch.cat([latents, latents]) if cfg else latents
         # A lone generated frame gets one timestep per sample, like the reference's text-to-image
