@@ -155,7 +155,8 @@ PUBLIC_API = {
     "UniDiffMultiViewCameras": (["azimuths:STRING", "elevations:STRING", "distance:FLOAT", "focal:FLOAT",
                                  "frames:UNIDIFF_FRAMES", "images:IMAGE"], ["UNIDIFF_FRAMES"]),
     "UniDiffSampler": (["model:UNIDIFF_MODEL", "text:UNIDIFF_TEXT", "seed:INT", "steps:INT", "guidance:FLOAT",
-                        "width:INT", "height:INT", "batch_size:INT", "crop:BOOLEAN", "frames:UNIDIFF_FRAMES"],
+                        "width:INT", "height:INT", "batch_size:INT", "crop:BOOLEAN", "frames:UNIDIFF_FRAMES",
+                        "step_cache:FLOAT"],
                        ["UNIDIFF_LATENTS"]),
     "UniDiffDecodeImages": (["model:UNIDIFF_MODEL", "latents:UNIDIFF_LATENTS"], ["IMAGE", "IMAGE"]),
     "UniDiffDecodeDepth": (["model:UNIDIFF_MODEL", "latents:UNIDIFF_LATENTS"], ["IMAGE", "IMAGE", "MASK"]),
@@ -538,3 +539,11 @@ def test_errors_name_the_fix(model, case, message):
             frames = M["UniDiffConditionMap"]().build(photo[:1], "depth", False, 100, 200)[0]
             sample(model, text("text2image", "x"), frames)
     assert message in str(err.value), str(err.value)
+
+
+def test_sampler_step_cache_input_reaches_the_engine(model):
+    exact = sample(model, text("text2image", "a red cube"), steps=8)
+    cached = sample(model, text("text2image", "a red cube"), steps=8, step_cache=0.5)
+    assert cached.result.step_cache is not None and exact.result.step_cache is None
+    assert cached.result.latents.shape == exact.result.latents.shape
+    assert torch.isfinite(cached.result.latents).all()
