@@ -65,8 +65,11 @@ def _weight_bytes(*paths) -> int:
     return total
 
 
+WEIGHT_FORMATS = ["default", "fp8_e4m3"]
+
+
 def load_model(ckpt_name: str, vae_name: str = host.FROM_CHECKPOINT, text_encoder_name: str = host.FROM_CHECKPOINT,
-               dtype: str = "auto") -> UniDiffModel:
+               dtype: str = "auto", weight_format: str = "default") -> UniDiffModel:
     """Resolve the names in ComfyUI's model folders, load (or reuse) the pipeline."""
     from ..unidiff_core.loading import preflight
     from ..unidiff_core.pipeline import UniDiffPipeline, check_dtype_on_device, parse_dtype
@@ -79,7 +82,9 @@ def load_model(ckpt_name: str, vae_name: str = host.FROM_CHECKPOINT, text_encode
         raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     resolved = host.auto_dtype(load_device) if dtype == "auto" else dtype
     check_dtype_on_device(parse_dtype(resolved), load_device)
-    key = (ckpt, vae, t5, resolved, str(load_device), _stamp(ckpt), _stamp(vae), _stamp(t5))
+    if weight_format not in WEIGHT_FORMATS:
+        raise ValueError(f"weight_format {weight_format!r} is not one of {', '.join(WEIGHT_FORMATS)}")
+    key = (ckpt, vae, t5, resolved, weight_format, str(load_device), _stamp(ckpt), _stamp(vae), _stamp(t5))
     if key in _CACHE:
         return _CACHE[key]
     tokenizer = _tokenizer_for(t5, ckpt)
@@ -93,7 +98,8 @@ def load_model(ckpt_name: str, vae_name: str = host.FROM_CHECKPOINT, text_encode
     host.log.info("UniDiff: loading checkpoint %s (%s) ...", ckpt_name, resolved)
     started = time.perf_counter()
     pipeline = UniDiffPipeline.from_pretrained(ckpt, dtype=resolved, device=device, vae=vae, text_encoder=t5,
-                                               tokenizer=tokenizer)
+                                               tokenizer=tokenizer,
+                                               weight_dtype="fp8" if weight_format == "fp8_e4m3" else None)
     model = UniDiffModel(pipeline, ckpt_name, resolved, load_device, host.offload_device())
     _CACHE[key] = model
     host.log.info("UniDiff: loaded checkpoint %s in %.1f s", ckpt_name, time.perf_counter() - started)
@@ -151,7 +157,14 @@ class UniDiffLoader:
                     "tooltip": "Weights and compute precision of the transformer and T5. auto: bf16 on GPUs "
                                "that run it, else fp16; fp32 on the CPU (fp16 is not supported there). "
                                "The VAE always runs in fp32."}),
-            }
+            },
+            "optional": {
+                "weight_format": (WEIGHT_FORMATS, {
+                    "default": "default",
+                    "tooltip": "default: transformer weights stored in the dtype above. fp8_e4m3: stored in "
+                               "fp8 (about half the memory of bf16) and upcast one layer at a time, at a small "
+                               "quality cost (see docs/performance.md)."}),
+            },
         }
 
     @classmethod
@@ -167,5 +180,5 @@ class UniDiffLoader:
 
         return True if dtype is None else validation.message(check)
 
-    def load(self, ckpt_name, vae_name, text_encoder_name, dtype):
-        return (load_model(ckpt_name, vae_name, text_encoder_name, dtype),)
+    def load(self, ckpt_name, vae_name, text_encoder_name, dtype, weight_format="default"):
+        return (load_model(ckpt_name, vae_name, text_encoder_name, dtype, weight_format),)

@@ -138,7 +138,8 @@ def check_mask(t, batch=None):
 # The public contract: node names, input names/types in order (saved workflows store widget values by
 # position) and output types. Change only by adding inputs at the end or adding nodes.
 PUBLIC_API = {
-    "UniDiffLoader": (["ckpt_name:COMBO", "vae_name:COMBO", "text_encoder_name:COMBO", "dtype:COMBO"],
+    "UniDiffLoader": (["ckpt_name:COMBO", "vae_name:COMBO", "text_encoder_name:COMBO", "dtype:COMBO",
+                       "weight_format:COMBO"],
                       ["UNIDIFF_MODEL"]),
     "UniDiffTextEncode": (["task:COMBO", "prompt:STRING", "negative_prompt:STRING", "use_task_negative:BOOLEAN",
                            "labels:STRING"], ["UNIDIFF_TEXT"]),
@@ -547,3 +548,16 @@ def test_sampler_step_cache_input_reaches_the_engine(model):
     assert cached.result.step_cache is not None and exact.result.step_cache is None
     assert cached.result.latents.shape == exact.result.latents.shape
     assert torch.isfinite(cached.result.latents).all()
+
+
+def test_loader_fp8_weight_format_runs(models_dir, model):
+    try:
+        (fp8,) = M["UniDiffLoader"]().load("tiny-onediffusion", host.FROM_CHECKPOINT, host.FROM_CHECKPOINT, "fp32",
+                                           "fp8_e4m3")
+        assert fp8 is not model
+        out = sample(fp8, text("text2image", "a red cube"), steps=2)
+        assert torch.isfinite(out.result.latents).all()
+        with pytest.raises(ValueError, match="weight_format"):
+            loader_mod.load_model("tiny-onediffusion", dtype="fp32", weight_format="int4")
+    finally:
+        loader_mod.clear_cache()  # later tests reload the fp32 model
