@@ -16,7 +16,6 @@ fp8 weights are an approximation: `bench` reports the error against bf16 (docs/p
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -109,22 +108,9 @@ def load_transformer_fp8(path: str | os.PathLike, compute_dtype=torch.bfloat16, 
     """
     from safetensors import safe_open
 
-    from .config import NextDiTConfig
-    from .loading import build_on_meta, check_keys, infer_config, read_shapes, safetensors_metadata, transformer_files
+    from .loading import open_transformer
 
-    import json
-
-    path = Path(path)
-    files, config_file = transformer_files(path)
-    shapes = read_shapes(files)
-    if config is None:
-        if config_file is not None:
-            config = NextDiTConfig.from_json(config_file)
-        else:
-            meta = safetensors_metadata(files[0]).get("config")
-            config = NextDiTConfig.from_dict(json.loads(meta), str(files[0])) if meta else infer_config(shapes, str(path))
-    model = build_on_meta(config)
-    check_keys(model, shapes, str(path))
+    files, model = open_transformer(path, config)
     fp8_names = set(_linear_names(model))
     with torch.device("meta"):
         for name in fp8_names:

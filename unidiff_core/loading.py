@@ -11,6 +11,7 @@ Layouts:
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 import os
 from pathlib import Path
 
@@ -163,11 +164,12 @@ def build_on_meta(cfg: NextDiTConfig) -> NextDiT:
         return NextDiT(cfg)
 
 
-def load_transformer(path: str | os.PathLike, dtype: torch.dtype = torch.float32, device="cpu",
-                     config: NextDiTConfig | None = None) -> NextDiT:
-    """Load a NextDiT tensor by tensor straight into `dtype` on `device` (no full fp32 copy in RAM)."""
-    from safetensors import safe_open
+def open_transformer(path: str | os.PathLike, config: NextDiTConfig | None = None) -> tuple[list[Path], NextDiT]:
+    """Weight files and a meta-device model whose keys and shapes were checked against them.
 
+    The config comes from `config`, the config.json beside the weights, the file's metadata, or the
+    tensor shapes, in that order.
+    """
     path = Path(path)
     files, config_file = transformer_files(path)
     shapes = read_shapes(files)
@@ -179,6 +181,15 @@ def load_transformer(path: str | os.PathLike, dtype: torch.dtype = torch.float32
             config = NextDiTConfig.from_dict(json.loads(meta), str(files[0])) if meta else infer_config(shapes, str(path))
     model = build_on_meta(config)
     check_keys(model, shapes, str(path))
+    return files, model
+
+
+def load_transformer(path: str | os.PathLike, dtype: torch.dtype = torch.float32, device="cpu",
+                     config: NextDiTConfig | None = None) -> NextDiT:
+    """Load a NextDiT tensor by tensor straight into `dtype` on `device` (no full fp32 copy in RAM)."""
+    from safetensors import safe_open
+
+    files, model = open_transformer(path, config)
     state = {}
     for file in files:
         with safe_open(str(file), framework="pt", device="cpu") as f:
@@ -251,8 +262,7 @@ def load_text_encoder(encoder_path: str | os.PathLike, tokenizer_path: str | os.
 
     encoder_path, tokenizer_path = Path(encoder_path), Path(tokenizer_path)
     _check_subfolder(encoder_path, "text encoder", "model.safetensors")
-    if not tokenizer_path.is_dir() or not any((tokenizer_path / n).exists() for n in ("spiece.model", "tokenizer.json")):
-        raise CheckpointError(f"tokenizer not found: {tokenizer_path} needs spiece.model or tokenizer.json")
+    check_tokenizer(tokenizer_path)
     hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path), local_files_only=True)
@@ -263,47 +273,62 @@ def load_text_encoder(encoder_path: str | os.PathLike, tokenizer_path: str | os.
     return TextEncoder(tokenizer, encoder.to(device).eval().requires_grad_(False))
 
 
-def preflight(checkpoint: str | os.PathLike, vae=None, text_encoder=None, tokenizer=None) -> None:
-    """Every check of `UniDiffPipeline.from_pretrained`'s files that needs no weights read: the layout (the
-    same sub-folders it would use), pickles, truncated/corrupt safetensors headers, the transformer's keys
-    and shapes against its config (built on the meta device), the tokenizer. A host calls it before it
-    drops a loaded model for a new one, so a bad checkpoint costs an error, not the model in memory."""
+@dataclass
+class CheckpointParts:
+    """Where each part of a checkpoint is: a diffusers-layout folder, or a single transformer file
+    with the other parts beside it or given separately."""
+
+    transformer: Path
+    vae: Path
+    text_encoder: Path
+    tokenizer: Path
+    scheduler: Path  # folder of scheduler_config.json (may be missing: defaults apply)
+
+
+def checkpoint_parts(checkpoint: str | os.PathLike, vae=None, text_encoder=None, tokenizer=None) -> CheckpointParts:
     root = Path(checkpoint)
     if not root.exists():
         raise CheckpointError(f"checkpoint not found: {root}")
     refuse_pickle(root)
     single_file = root.is_file()
+    if single_file:
+        check_safetensors(root)  # a bad file is the first thing to report
     base = root.parent if single_file else root
 
     def part(override, sub, what):
         if override is not None:
             return Path(override)
-        if single_file:
-            if (base / sub).is_dir():
-                return base / sub
+        if single_file and not (base / sub).is_dir():
             raise CheckpointError(f"{root} is a single transformer file: give the {what} separately")
-        return root / sub
+        return base / sub
 
-    transformer_path = root if single_file else root / "transformer"
-    files, config_file = transformer_files(transformer_path)
-    shapes = read_shapes(files)
-    if config_file is not None:
-        config = NextDiTConfig.from_json(config_file)
-    else:
-        meta = safetensors_metadata(files[0]).get("config")
-        config = NextDiTConfig.from_dict(json.loads(meta), str(files[0])) if meta else infer_config(shapes, str(root))
-    check_keys(build_on_meta(config), shapes, str(transformer_path))
     vae_path = part(vae, "vae", "VAE")
-    if vae_path.is_file():
-        check_safetensors(vae_path)
-    else:
-        _check_subfolder(vae_path, "VAE", "diffusion_pytorch_model.safetensors")
     t5_path = part(text_encoder, "text_encoder", "text encoder")
-    _check_subfolder(t5_path, "text encoder", "model.safetensors")
     tok_path = Path(tokenizer) if tokenizer is not None else (
         t5_path.parent / "tokenizer" if (t5_path.parent / "tokenizer").is_dir() else t5_path)
-    if not tok_path.is_dir() or not any((tok_path / n).exists() for n in ("spiece.model", "tokenizer.json")):
-        raise CheckpointError(f"tokenizer not found: {tok_path} needs spiece.model or tokenizer.json")
+    return CheckpointParts(transformer=root if single_file else root / "transformer",
+                           vae=vae_path, text_encoder=t5_path, tokenizer=tok_path,
+                           scheduler=base / "scheduler")
+
+
+def preflight(checkpoint: str | os.PathLike, vae=None, text_encoder=None, tokenizer=None) -> None:
+    """Every check of `UniDiffPipeline.from_pretrained`'s files that needs no weights read: the layout (the
+    same sub-folders it would use), pickles, truncated/corrupt safetensors headers, the transformer's keys
+    and shapes against its config (built on the meta device), the tokenizer. A host calls it before it
+    drops a loaded model for a new one, so a bad checkpoint costs an error, not the model in memory."""
+    parts = checkpoint_parts(checkpoint, vae, text_encoder, tokenizer)
+    open_transformer(parts.transformer)
+    if parts.vae.is_file():
+        check_safetensors(parts.vae)
+    else:
+        _check_subfolder(parts.vae, "VAE", "diffusion_pytorch_model.safetensors")
+    _check_subfolder(parts.text_encoder, "text encoder", "model.safetensors")
+    check_tokenizer(parts.tokenizer)
+
+
+def check_tokenizer(path: Path) -> None:
+    if not path.is_dir() or not any((path / n).exists() for n in ("spiece.model", "tokenizer.json")):
+        raise CheckpointError(f"tokenizer not found: {path} needs spiece.model or tokenizer.json")
 
 
 def load_scheduler_config(path: Path) -> dict:

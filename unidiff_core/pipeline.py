@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from . import preprocess
-from .loading import CheckpointError, load_scheduler_config, load_text_encoder, load_transformer, load_vae
+from .loading import checkpoint_parts, load_scheduler_config, load_text_encoder, load_transformer, load_vae
 from .sampler import sample
 from .schedule import DEFAULT_SCHEDULER_CONFIG, make_schedule
 from .vae import DOWNSCALE, LATENT_CHANNELS
@@ -105,26 +104,8 @@ class UniDiffPipeline:
         """
         dtype = parse_dtype(dtype)
         check_dtype_on_device(dtype, device)
-        root = Path(checkpoint)
-        if not root.exists():
-            raise CheckpointError(f"checkpoint not found: {root}")
-        single_file = root.is_file()
-        base = root.parent if single_file else root
-        transformer_path = root if single_file else root / "transformer"
-
-        def part(override, sub, what):
-            if override is not None:
-                return Path(override)
-            if single_file:
-                if (base / sub).is_dir():
-                    return base / sub
-                raise CheckpointError(f"{root} is a single transformer file: give the {what} separately")
-            return root / sub
-
-        vae_path = part(vae, "vae", "VAE")
-        t5_path = part(text_encoder, "text_encoder", "text encoder")
-        tok_path = Path(tokenizer) if tokenizer is not None else (
-            t5_path.parent / "tokenizer" if (t5_path.parent / "tokenizer").is_dir() else t5_path)
+        parts = checkpoint_parts(checkpoint, vae, text_encoder, tokenizer)
+        transformer_path = parts.transformer
         if weight_dtype == "fp8":
             from .fp8 import load_transformer_fp8
 
@@ -133,10 +114,10 @@ class UniDiffPipeline:
             transformer = load_transformer(transformer_path, dtype=dtype, device=device)
         else:
             raise ValueError(f"weight_dtype {weight_dtype!r} must be None or 'fp8'")
-        vae_model = load_vae(vae_path, dtype=parse_dtype(vae_dtype or "fp32"), device=device)
-        text = load_text_encoder(t5_path, tok_path, dtype=parse_dtype(text_encoder_dtype or dtype),
+        vae_model = load_vae(parts.vae, dtype=parse_dtype(vae_dtype or "fp32"), device=device)
+        text = load_text_encoder(parts.text_encoder, parts.tokenizer, dtype=parse_dtype(text_encoder_dtype or dtype),
                                  device=text_encoder_device or device)
-        return cls(transformer, vae_model, text, load_scheduler_config(base / "scheduler"))
+        return cls(transformer, vae_model, text, load_scheduler_config(parts.scheduler))
 
     @property
     def device(self):
