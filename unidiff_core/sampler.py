@@ -38,7 +38,7 @@ def sample(model, context, latents: torch.Tensor, cond_latents: torch.Tensor | N
         forward_kwargs["step_cache"] = step_cache
     cfg = guidance > 1.0
     cond_index = (~generate_mask).nonzero().flatten()
-    b, f = latents.shape[:2]
+    f = latents.shape[1]
     t_cond = timesteps[-1]
     if cond_latents is not None and len(cond_index):
         latents[:, cond_index] = cond_latents[:, cond_index]
