@@ -12,7 +12,6 @@ stops it within a step, and a node error reaches /history as an execution error.
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 import os
@@ -31,6 +30,9 @@ sys.path.insert(0, WORKFLOWS)
 import make_workflows  # noqa: E402  (imports the pack as a package, no ComfyUI needed)
 from comfy_server import PACK_NAME, TINY_NAME  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(HERE))
+from badinput_harness import tiny  # noqa: E402  (the API graph on the tiny checkpoint)
+
 PACK = make_workflows.load_pack()
 API_NAMES = sorted(f[:-5] for f in os.listdir(os.path.join(WORKFLOWS, "api")) if f.endswith(".json"))
 UI_NAMES = sorted(f[:-5] for f in os.listdir(WORKFLOWS) if f.endswith(".json"))
@@ -40,18 +42,6 @@ CLIENT_ID = "unidiff-realhost-" + uuid.uuid4().hex[:8]
 def load_api(name: str) -> dict:
     with open(os.path.join(WORKFLOWS, "api", f"{name}.json")) as f:
         return json.load(f)
-
-
-def tiny(prompt: dict, steps: int = 2, size: int = 64) -> dict:
-    """The same graph on the tiny checkpoint, few steps, small size (the real model's values stay in the file)."""
-    prompt = copy.deepcopy(prompt)
-    for node in prompt.values():
-        inputs = node["inputs"]
-        if node["class_type"] == "UniDiffLoader":
-            inputs["ckpt_name"] = TINY_NAME
-        elif node["class_type"] == "UniDiffSampler":
-            inputs.update(steps=steps, width=size, height=size)
-    return prompt
 
 
 def queue(comfy, prompt: dict) -> str:
