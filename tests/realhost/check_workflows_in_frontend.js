@@ -2,7 +2,7 @@
 // Loads every UI workflow of example_workflows/ into the real ComfyUI frontend (headless Chromium) and
 // converts it with app.graphToPrompt() - what "Queue" and "Export (API)" do - then compares the result
 // with the API file in example_workflows/api/. Also re-serialises the loaded graph and reports nodes the
-// frontend does not know.
+// frontend does not know, and checks that every UniDiff Example Image node previews its picture.
 //
 //   NODE_PATH=<node_modules with puppeteer-core> node check_workflows_in_frontend.js URL WORKFLOW_DIR
 //
@@ -57,6 +57,7 @@ function diff(a, b, where = "") {
   });
   const pageErrors = [];
   const results = [];
+  let exampleSwitch = { ok: false };
   try {
     const page = await browser.newPage();
     page.on("pageerror", (e) => pageErrors.push(String((e && e.message) || e)));
@@ -76,18 +77,49 @@ function diff(a, b, where = "") {
           .map((n) => n.type);
         const output = (await app.graphToPrompt()).output;
         const saved = app.graph.serialize();
-        return { output, missing, nodes: saved.nodes.length, links: saved.links.length };
+        // UniDiff Example Image nodes preview their picture (js/unidiff_example_image.js)
+        const examples = app.graph._nodes.filter((n) => n.type === "UniDiffExampleImage");
+        const deadline = Date.now() + 10000;
+        const shown = (n) => n.imgs?.length === 1 && n.imgs[0].complete && n.imgs[0].naturalWidth > 0 &&
+          decodeURIComponent(n.imgs[0].src).endsWith(`/inputs/${n.widgets.find((w) => w.name === "image").value}`);
+        while (Date.now() < deadline && !examples.every(shown)) await new Promise((r) => setTimeout(r, 100));
+        app.canvas.draw(true, true); // the frontend adds its preview widget when it draws a node with imgs
+        const previews = examples.map((n) => ({ image: n.widgets.find((w) => w.name === "image").value,
+          shown: shown(n), size: n.imgs?.[0] ? [n.imgs[0].naturalWidth, n.imgs[0].naturalHeight] : null,
+          widget: !!n.widgets.find((w) => w.name === "$$canvas-image-preview") }));
+        return { output, missing, nodes: saved.nodes.length, links: saved.links.length, previews };
       }, ui);
       const dropped = [];
       const d = diff(strip(got.output, defs, dropped), strip(api));
       const ok = d.length === 0 && got.missing.length === 0 && got.nodes === ui.nodes.length &&
-        got.links === ui.links.length;
-      results.push({ name, ok, missing: got.missing, diff: d.slice(0, 10), ignored: dropped });
+        got.links === ui.links.length && got.previews.every((p) => p.shown && p.widget);
+      results.push({ name, ok, missing: got.missing, diff: d.slice(0, 10), ignored: dropped,
+        previews: got.previews });
     }
+    // Picking another picture in the widget shows that one.
+    const switched = await page.evaluate(async () => {
+      const app = window.app;
+      app.graph.clear();
+      const node = window.LiteGraph.createNode("UniDiffExampleImage");
+      app.graph.add(node);
+      const widget = node.widgets.find((w) => w.name === "image");
+      const names = widget.options.values;
+      const target = names[names.length - 1];
+      widget.value = target;
+      widget.callback?.(target);
+      const deadline = Date.now() + 10000;
+      const src = () => decodeURIComponent(node.imgs?.[0]?.src || "");
+      while (Date.now() < deadline && !(src().endsWith(`/inputs/${target}`) && node.imgs[0].naturalWidth > 0)) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      return { target, src: src(), width: node.imgs?.[0]?.naturalWidth || 0, choices: names.length };
+    });
+    exampleSwitch = { ...switched, ok: switched.choices > 1 && switched.src.endsWith(`/inputs/${switched.target}`) &&
+      switched.width > 0 };
   } finally {
     await browser.close();
   }
-  const ok = results.length === names.length && results.every((r) => r.ok);
-  console.log(JSON.stringify({ ok, checked: results.length, results, pageErrors }, null, 1));
+  const ok = results.length === names.length && results.every((r) => r.ok) && exampleSwitch.ok;
+  console.log(JSON.stringify({ ok, checked: results.length, results, exampleSwitch, pageErrors }, null, 1));
   process.exit(ok ? 0 : 1);
 })().catch((e) => { console.error(e); process.exit(2); });

@@ -93,7 +93,9 @@ def test_pack_imports_cleanly(comfy):
     line = next((ln for ln in log.splitlines() if ln.rstrip().endswith(f"custom_nodes/{PACK_NAME}")), None)
     assert line is not None, f"the pack is missing from the import-times table:\n{log[-4000:]}"
     assert "IMPORT FAILED" not in line, line
-    assert "Cannot import" not in log, log[-4000:]
+    # ComfyUI's own optional nodes may fail without their libraries (the audio nodes without torchaudio)
+    failures = [ln for ln in log.splitlines() if "Cannot import" in ln and PACK_NAME in ln]
+    assert not failures, log[-4000:]
     print(line.strip())
 
 
@@ -137,6 +139,12 @@ def test_templates_and_extension_are_served(comfy):
     assert status == 200 and wf["nodes"], status
     status, extensions = comfy.get("/extensions")
     assert f"/extensions/{PACK_NAME}/unidiff_layout_boxes.js" in extensions, extensions
+    assert f"/extensions/{PACK_NAME}/unidiff_example_image.js" in extensions, extensions
+    # where the Example Image node's preview reads its picture from
+    for name in os.listdir(os.path.join(WORKFLOWS, "inputs")):
+        status, raw = comfy.get(f"/api/workflow_templates/{PACK_NAME}/inputs/{urllib.parse.quote(name)}")
+        with open(os.path.join(WORKFLOWS, "inputs", name), "rb") as f:
+            assert status == 200 and raw == f.read(), (name, status)
 
 
 # ------------------------------------------------------------------------------------ workflows
@@ -296,6 +304,10 @@ def test_frontend_turns_each_ui_workflow_into_its_api_file(comfy):
     bad = [r for r in result.get("results", []) if not r["ok"]]
     assert proc.returncode == 0 and result.get("ok"), (json.dumps(bad, indent=1)[:6000], proc.stderr[-3000:])
     assert result["checked"] == len(UI_NAMES)
+    previews = [p for r in result["results"] for p in r["previews"]]
+    assert previews and all(p["shown"] and p["widget"] for p in previews), previews
+    assert result["exampleSwitch"]["ok"], result["exampleSwitch"]
     ignored = sorted({i for r in result["results"] for i in r["ignored"]})
     print(f"frontend: {result['checked']} UI workflows load and convert to their API files "
-          f"(frontend-only inputs the server ignores: {ignored}); page errors: {result['pageErrors'][:3]}")
+          f"(frontend-only inputs the server ignores: {ignored}); {len(previews)} Example Image nodes preview "
+          f"their picture; page errors: {result['pageErrors'][:3]}")
