@@ -287,9 +287,14 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
       const fd = new FormData();
       fd.append("image", new File([blob], "unidiff_box_editor_test.png", { type: "image/png" }));
       fd.append("overwrite", "true");
+      // into ComfyUI's temp/ folder (emptied when the server starts and stops), not input/: the test
+      // leaves no file behind. Load Image reads it as "<name> [temp]".
+      fd.append("type", "temp");
       const resp = await fetch("/upload/image", { method: "POST", body: fd });
       if (!resp.ok) return { error: `upload ${resp.status}` };
-      const { name } = await resp.json();
+      const uploaded = await resp.json();
+      if (uploaded.type !== "temp") return { error: `uploaded to ${uploaded.type}, not temp` };
+      const name = `${uploaded.name} [temp]`;
       const node = app.graph.getNodeById(id);
       node.widgets.find((w) => w.name === "boxes").value = "[]";
       const li = window.LiteGraph.createNode("LoadImage");

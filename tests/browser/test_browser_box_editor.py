@@ -1,14 +1,16 @@
 """Headless-browser test of the UniDiffLayoutBoxes box editor (js/unidiff_layout_boxes.js).
 
-Runs tests/browser/check_box_editor.js (puppeteer-core + Debian chromium) against a
-running ComfyUI that has this pack loaded. Skipped unless all of these hold:
+Runs tests/browser/check_box_editor.js (puppeteer-core + Debian chromium) against a real ComfyUI
+with this pack: the `comfy` fixture of tests/conftest.py (COMFYUI_URL: a running server, or
+COMFYUI_PATH: a ComfyUI folder the test starts). Skipped unless these also hold:
 
-* ``COMFYUI_URL``: URL of that server, e.g. ``http://127.0.0.1:8188/``
 * ``/usr/bin/chromium`` (Debian package ``chromium``) and ``node`` exist
 * ``UNIDIFF_NODE_MODULES``: a ``node_modules`` folder holding ``puppeteer-core``
   (passed to node as ``NODE_PATH``); never the full ``puppeteer`` package.
 
-Optional: ``UNIDIFF_BOX_EDITOR_SCREENSHOT=/tmp/unidiff_box_editor.png`` saves a screenshot.
+The picture the editor draws behind the boxes is uploaded to ComfyUI's temp/ folder (which ComfyUI
+empties), so the test leaves no file in input/. Optional:
+``UNIDIFF_BOX_EDITOR_SCREENSHOT=/tmp/unidiff_box_editor.png`` saves a screenshot.
 """
 import json
 import os
@@ -22,10 +24,7 @@ SCRIPT = os.path.join(HERE, "check_box_editor.js")
 CHROMIUM = "/usr/bin/chromium"
 
 
-def _requirements():
-    url = os.environ.get("COMFYUI_URL")
-    if not url:
-        return None, "COMFYUI_URL is not set (URL of a running ComfyUI with this pack)"
+def _requirements(url):
     if not os.path.exists(CHROMIUM):
         return None, f"{CHROMIUM} is missing (apt-get install chromium)"
     node = shutil.which("node")
@@ -45,8 +44,8 @@ def _requirements():
     return (node, url, env), None
 
 
-def test_box_editor_in_headless_chromium():
-    req, why = _requirements()
+def test_box_editor_in_headless_chromium(comfy):
+    req, why = _requirements(comfy.url + "/")
     if req is None:
         pytest.skip(why)
     node, url, env = req
@@ -55,9 +54,9 @@ def test_box_editor_in_headless_chromium():
     if shot:
         cmd += ["--screenshot", shot]
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=55)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150)
     except subprocess.TimeoutExpired as e:
-        pytest.fail(f"browser check timed out after 55 s; output so far:\n{e.stdout}\n{e.stderr}")
+        pytest.fail(f"browser check timed out after 150 s; output so far:\n{e.stdout}\n{e.stderr}")
     out = proc.stdout.strip()
     try:
         result = json.loads(out[out.index("{"):]) if "{" in out else {}
@@ -70,3 +69,7 @@ def test_box_editor_in_headless_chromium():
         + f"\n--- stdout tail ---\n{out[-3000:]}\n--- stderr tail ---\n{proc.stderr[-3000:]}"
     )
     assert result.get("passed", 0) >= 20
+    if comfy.base is not None:  # a server this session started: nothing was left in its input/ folder
+        folder = os.path.join(comfy.base, "input")  # ComfyUI itself makes an empty input/3d/
+        left = sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, files in os.walk(folder) for f in files)
+        assert not left, f"the browser test left files in ComfyUI's input/ folder: {left}"
