@@ -31,8 +31,10 @@ def task_output(model, latents, tolerance=None, min_area=None):
     """The TaskOutput of these latents (cached on the latents object per options)."""
     from ..unidiff_core.onediffusion import outputs
 
-    tolerance = outputs.DEFAULT_TOLERANCE if tolerance is None else float(tolerance)
-    min_area = outputs.DEFAULT_MIN_AREA if min_area is None else int(min_area)
+    from ..unidiff_core.common.checks import number
+
+    tolerance = outputs.DEFAULT_TOLERANCE if tolerance is None else number("tolerance", tolerance, 0.0)
+    min_area = outputs.DEFAULT_MIN_AREA if min_area is None else number("min_area", min_area, 0, integer=True)
     if not hasattr(latents, "request") or not hasattr(latents, "result"):
         raise ValueError(f"latents: expected UNIDIFF_LATENTS from UniDiff Multi-Frame Sampler, got "
                          f"{type(latents).__name__}")
@@ -170,7 +172,15 @@ class UniDiffDecodeDepth(_Decoder):
         return decode_depth(model, latents)
 
 
-class UniDiffDecodeSegmentation(_Decoder):
+class _TolerantDecoder(_Decoder):
+    @classmethod
+    def VALIDATE_INPUTS(cls, tolerance=None):
+        from .common import validate
+
+        return validate(cls, tolerance=tolerance)  # finite and in range (NaN passes ComfyUI's own check)
+
+
+class UniDiffDecodeSegmentation(_TolerantDecoder):
     DESCRIPTION = "Segmentation from image2semanticmap: one MASK per label (palette colour) and an overlay."
     RETURN_TYPES = ("MASK", "IMAGE", "STRING")
     RETURN_NAMES = ("masks", "overlay", "labels")
@@ -191,7 +201,7 @@ class UniDiffDecodeSegmentation(_Decoder):
         return decode_segmentation(model, latents, tolerance, min_area, label)
 
 
-class UniDiffDecodeBoxes(_Decoder):
+class UniDiffDecodeBoxes(_TolerantDecoder):
     DESCRIPTION = "Detection from image2boundingbox: boxes as JSON, one MASK per label and an overlay."
     RETURN_TYPES = ("STRING", "MASK", "IMAGE")
     RETURN_NAMES = ("boxes", "masks", "overlay")

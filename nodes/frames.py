@@ -403,7 +403,7 @@ class UniDiffMultiViewCameras:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, azimuths=None, elevations=None):
+    def VALIDATE_INPUTS(cls, azimuths=None, elevations=None, distance=None, focal=None):
         from ..unidiff_core.onediffusion import validation
 
         def check():
@@ -413,7 +413,7 @@ class UniDiffMultiViewCameras:
                 name = "azimuths" if azimuths is not None else "elevations"
                 validation.numbers(azimuths if azimuths is not None else elevations, name, allow_none=True)
 
-        return validate(cls, check)
+        return validate(cls, check, distance=distance, focal=focal)  # finite and in range (NaN passes ComfyUI)
 
     def build(self, azimuths, elevations, distance, focal, frames=None, images=None):
         return (multiview_cameras(azimuths, elevations, distance, focal, images, frames),)

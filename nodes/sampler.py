@@ -211,7 +211,8 @@ class UniDiffSampler:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, width=None, height=None):
+    def VALIDATE_INPUTS(cls, width=None, height=None, seed=None, batch_size=None, guidance=None, step_cache=None):
+        from ..unidiff_core.common import checks
         from ..unidiff_core.onediffusion import validation
         from .common import validate
 
@@ -221,8 +222,12 @@ class UniDiffSampler:
             for name, value in (("width", width), ("height", height)):
                 if value is not None:
                     validation.size(name, value, allow_auto=True)
+            if seed is not None and batch_size is not None:
+                checks.seed(seed, batch_size)  # seeds seed .. seed + batch_size - 1
 
-        return validate(cls, check, width=width, height=height)
+        # guidance and step_cache: ComfyUI's min/max check lets NaN through; widget_checks refuses it
+        return validate(cls, check, width=width, height=height, seed=seed, batch_size=batch_size, guidance=guidance,
+                        step_cache=step_cache)
 
     def sample(self, model, text, seed, steps, guidance, width, height, batch_size, crop, frames=None,
                step_cache=0.0, unique_id=None):

@@ -10,7 +10,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .common.checks import number
+from .common.errors import InputError
 from .families import family_of
+
+
+def _finite(text: str) -> float:
+    """A float flag: a finite number (argparse's float() takes 'nan' and 'inf')."""
+    try:
+        return number("value", text)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(f"{e.problem} (got {text!r}); {e.fix}") from None
 
 
 def _floats(text: str) -> list:
@@ -22,9 +32,10 @@ def _floats(text: str) -> list:
             values.append(None)
         else:
             try:
-                values.append(float(part))
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers or 'none'") from None
+                values.append(number("value", part))
+            except InputError:
+                raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated finite numbers or "
+                                                 "'none'") from None
     return values
 
 
@@ -52,14 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--height", type=int)
     gen.add_argument("--width", type=int)
     gen.add_argument("--steps", type=int, default=None, help="default 50 (with --task: the task's default)")
-    gen.add_argument("--cfg", type=float, default=None, help="guidance scale; <= 1 disables guidance (default 4.0; "
+    gen.add_argument("--cfg", type=_finite, default=None, help="guidance scale; <= 1 disables guidance (default 4.0; "
                                                              "with --task: the task's default)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--batch-size", type=int, default=1, help="item b uses seed + b")
     gen.add_argument("--no-crop", action="store_true", help="resize given images without centre crop")
-    gen.add_argument("--rope-scale", type=float, default=1.0, help="RoPE scale factor (reference: 1.1-1.5 for >3 views)")
-    gen.add_argument("--rope-watershed", type=float, default=1.0, help="RoPE scale watershed timestep")
-    gen.add_argument("--step-cache", type=float, default=0.0, metavar="THRESHOLD",
+    gen.add_argument("--rope-scale", type=_finite, default=1.0, help="RoPE scale factor (reference: 1.1-1.5 for >3 views)")
+    gen.add_argument("--rope-watershed", type=_finite, default=1.0, help="RoPE scale watershed timestep")
+    gen.add_argument("--step-cache", type=_finite, default=0.0, metavar="THRESHOLD",
                      help="first-block step cache: skip most of the transformer on steps whose first-block output "
                           "changed by less than THRESHOLD (relative L1, e.g. 0.05-0.1); faster, approximate; 0 = off")
     mv = run.add_argument_group("multi-view (interleaved image/ray frames)")
@@ -67,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     mv.add_argument("--elevations", type=_floats)
     mv.add_argument("--distance", type=_floats, help="one value or one per view (default 1.7; with --task 1.5, "
                                                      "as the reference demos)")
-    mv.add_argument("--focal", type=float, default=None, help="normalised focal length (default 1.3887)")
+    mv.add_argument("--focal", type=_finite, default=None, help="normalised focal length (default 1.3887)")
     add_task_arguments(run)
     out = run.add_argument_group("output")
     out.add_argument("--out", default="out", help="folder for the PNGs of generated image frames")
@@ -102,7 +113,7 @@ def add_task_arguments(run) -> None:
     task.add_argument("--ref-caption", action="append", default=[], help="caption of each --ref-image, in order")
     task.add_argument("--subject", help="subject_driven: the subject's name, e.g. 'cartoon dog'")
     task.add_argument("--image-views", help="multi-view: view index of each --image, e.g. 0,2 (default: first views)")
-    task.add_argument("--tolerance", type=float, default=None, help="segmentation/boxes: RGB colour tolerance")
+    task.add_argument("--tolerance", type=_finite, default=None, help="segmentation/boxes: RGB colour tolerance")
     task.add_argument("--min-area", type=int, default=None, help="segmentation/boxes: smallest blob in pixels")
 
 

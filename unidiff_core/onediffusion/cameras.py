@@ -20,6 +20,9 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
+from ..common.checks import number
+from ..common.errors import InputError
+
 RAY_SCALE = 1.658
 DEFAULT_FOCAL = 1.3887
 DEFAULT_DISTANCE = 1.7
@@ -78,8 +81,9 @@ def _focal_per_view(focal: FocalLike, num_views: int) -> np.ndarray:
         values = np.repeat(values, num_views)
     if values.size != num_views:
         raise ValueError(f"focal must be a scalar or one value per view ({num_views}), got {values.size}")
-    if np.any(values <= 0):
-        raise ValueError(f"focal must be positive, got {values.tolist()}")
+    if not np.all(np.isfinite(values) & (values > 0)):  # NaN compares false: test for what is valid
+        raise InputError("focal", values.tolist(), "not a positive finite number", "use e.g. 1.3887 (the training "
+                         "cameras)")
     return values
 
 
@@ -187,8 +191,10 @@ def ray_frames(
     for name, values in (("azimuths", azimuths), ("elevations", elevations), ("distances", distances)):
         if any(v is None for v in values):
             raise ValueError(f"{name} contains None; drop unknown cameras before building ray frames")
+        for v in values:
+            number(name, v)  # finite (the one number check)
     if any(d <= 0 for d in distances):
-        raise ValueError(f"distances must be positive, got {distances}")
+        raise InputError("distances", distances, "not all positive", "use e.g. 1.5 (the demos' distance)")
 
     c2ws = torch.stack([c2w_from_orbit(a, e, d) for a, e, d in zip(azimuths, elevations, distances)])
     return ray_frames_from_c2ws(c2ws, size_px, focal)

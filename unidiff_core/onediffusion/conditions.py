@@ -177,12 +177,9 @@ class BoxLayout:
 
 def _box_list(boxes) -> list[dict]:
     if isinstance(boxes, str):
-        import json
+        from .validation import parse_boxes
 
-        try:
-            boxes = json.loads(boxes) if boxes.strip() else []
-        except json.JSONDecodeError as e:
-            raise ValueError(f"boxes: not valid JSON ({e}); give a list of {{\"label\", \"box\"}}") from None
+        boxes = parse_boxes(boxes)  # the one JSON reader: position of a syntax error, NaN, depth limits
     if boxes is None or not isinstance(boxes, (list, tuple)):
         raise ValueError(f"boxes: expected a list of {{'label', 'box': [x0, y0, x1, y1]}}, got {type(boxes).__name__}")
     out = []

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import torch
 
 from . import preprocess
+from ..common import checks
 from .loading import checkpoint_parts, load_scheduler_config, load_text_encoder, load_transformer, load_vae
 from ..common.samplers import sample
 from .schedule import DEFAULT_SCHEDULER_CONFIG, make_schedule
@@ -168,11 +169,19 @@ class UniDiffPipeline:
             raise ValueError("frames is empty: give at least one frame")
         if all(f.given for f in frames):
             raise ValueError("every frame is given: mark at least one frame to generate")
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size} must be at least 1")
+        # Every number and text is checked here, before any model work (node, CLI and core API alike).
+        batch_size = checks.number("batch_size", batch_size, 1, None, integer=True)
+        seed = checks.seed(seed, batch_size)
+        steps = checks.number("steps", steps, 1, 10000, integer=True)
+        guidance = checks.number("guidance", guidance)
+        step_cache_threshold = checks.number("step_cache", step_cache_threshold, 0.0)
+        rope_scale = checks.number("rope_scale", rope_scale)
+        rope_watershed = checks.number("rope_watershed", rope_watershed)
         prompts = [prompt] * batch_size if isinstance(prompt, str) else list(prompt)
         negatives = [negative_prompt or ""] * batch_size if not isinstance(negative_prompt, (list, tuple)) \
             else list(negative_prompt)
+        prompts = [checks.text("prompt", p) for p in prompts]
+        negatives = [checks.text("negative_prompt", p) for p in negatives]
         if len(prompts) != batch_size or len(negatives) != batch_size:
             raise ValueError(f"{len(prompts)} prompts and {len(negatives)} negative prompts for batch_size={batch_size}")
         height, width = self.resolve_size(frames, height, width)
@@ -181,6 +190,9 @@ class UniDiffPipeline:
             if f.latent is not None and tuple(f.latent.shape) != (LATENT_CHANNELS, h, w):
                 raise ValueError(f"frame {i}: latent of shape {tuple(f.latent.shape)} does not fit "
                                  f"{height}x{width} (needs {(LATENT_CHANNELS, h, w)})")
+        if crop:
+            preprocess.check_crops([preprocess.image_size(f.image) for f in frames if f.image is not None],
+                                   height, width)
 
         context = self.encode_prompts(prompts, negatives, guidance)
         dtype, device = self.dtype, self.device

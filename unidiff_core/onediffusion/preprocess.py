@@ -85,6 +85,19 @@ def crop_box(height: int, width: int, target_h: int, target_w: int) -> tuple[int
     return int((h - crop_h) / 2), int((w - crop_w) / 2), int(crop_h), int(crop_w)
 
 
+def check_crops(image_sizes, height: int, width: int) -> None:
+    """Each image (height, width) must keep at least one pixel in its centre crop to the output aspect."""
+    from ..common.errors import InputError
+
+    for i, (ih, iw) in enumerate(image_sizes):
+        _, _, crop_h, crop_w = crop_box(ih, iw, height, width)
+        if crop_h < 1 or crop_w < 1:
+            raise InputError("width/height", f"{width}x{height}", f"the centre crop of image {i} ({iw}x{ih}) to "
+                             f"this aspect ratio keeps no pixel ({crop_w}x{crop_h})",
+                             "use an output size closer to the image's aspect ratio, a larger image, or crop "
+                             "off (the image is then stretched)")
+
+
 def center_crop_resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Crop (3, h, w) to the target aspect around the centre, then bilinear resize (no antialias)."""
     top, left, crop_h, crop_w = crop_box(image.shape[1], image.shape[2], height, width)

@@ -377,15 +377,15 @@ def build_request(task: str, caption: str = "", *, image=None, images: Sequence 
     request.task = spec.name
     request.height = request.height if request.height is not None else height
     request.width = request.width if request.width is not None else width
-    request.steps = int(steps) if steps is not None else spec.default_steps
-    request.guidance = float(guidance) if guidance is not None else spec.default_guidance
+    from ..common.checks import number
+
+    request.steps = number("steps", steps, 1, None, integer=True) if steps is not None else spec.default_steps
+    request.guidance = number("guidance", guidance) if guidance is not None else spec.default_guidance
     request.negative_prompt = spec.default_negative if negative_prompt is None else negative_prompt
     if prompt is not None:
         request.prompt = prompt
         if not request.labels:
             request.labels = [c for c, _ in parse_color_tokens(prompt)]
-    if request.steps < 1:
-        raise ValueError(f"steps={steps} must be at least 1")
     return request
 
 

@@ -11,11 +11,10 @@ This module imports neither torch nor ComfyUI (ComfyUI validates prompts with it
 
 from __future__ import annotations
 
-import difflib
-import json
 import math
 
-from ..common.errors import InputError, show_value as _show
+from ..common.checks import choice, json_text, message, number  # noqa: F401  (the checks of every input)
+from ..common.errors import InputError, show_value as _show  # noqa: F401
 
 SIZE_MULTIPLE = 16  # VAE factor 8 x patch size 2 (as preprocess.SIZE_MULTIPLE)
 MAX_SIZE = 4096
@@ -23,44 +22,6 @@ MAX_BOXES = 20  # the model's palette has 20 colours: one per box label (as pale
 BOX_EPSILON = 1e-6  # fractions written with rounding (the box editor keeps 4 decimals)
 DTYPES = ("fp32", "bf16", "fp16")
 CAMERA_NONE = ("none", "null", "?", "unknown")
-
-
-def message(check, *args, **kwargs):
-    """True when check(*args, **kwargs) passes, else its error message (what VALIDATE_INPUTS returns)."""
-    try:
-        check(*args, **kwargs)
-    except ValueError as e:
-        return str(e)
-    return True
-
-
-# ------------------------------------------------------------------------------------ numbers, choices
-def number(name: str, value, low=None, high=None, integer: bool = False):
-    """A widget number within [low, high] (ComfyUI's own range check, for inputs a node validates itself)."""
-    kind = "an integer" if integer else "a number"
-    try:
-        out = int(value) if integer else float(value)
-        if integer and float(value) != out:
-            raise ValueError
-    except (TypeError, ValueError, OverflowError):
-        raise InputError(name, value, f"not {kind}", f"give {kind}"
-                         + (f" from {low} to {high}" if low is not None and high is not None else "")) from None
-    if not integer and not math.isfinite(out):
-        raise InputError(name, value, "not a finite number", "give a finite number")
-    if low is not None and out < low:
-        raise InputError(name, value, f"smaller than the minimum {low}", f"use a value from {low} to {high}")
-    if high is not None and out > high:
-        raise InputError(name, value, f"bigger than the maximum {high}", f"use a value from {low} to {high}")
-    return out
-
-
-def choice(name: str, value, options) -> str:
-    options = list(options)
-    if value in options:
-        return value
-    close = difflib.get_close_matches(str(value), [str(o) for o in options], n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    raise InputError(name, value, "not one of the choices", f"{hint}use one of {', '.join(map(str, options))}")
 
 
 # ------------------------------------------------------------------------------------ sizes
@@ -110,11 +71,8 @@ def parse_boxes(text, name: str = "boxes") -> list:
     text = "" if text is None else str(text)
     if not text.strip():
         return []
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(name, text, f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})",
-                         'draw boxes in the editor or write [{"label": "cat", "box": [0.1, 0.2, 0.5, 0.9]}]') from None
+    value = json_text(name, text, 'draw boxes in the editor or write [{"label": "cat", "box": [0.1, 0.2, 0.5, 0.9]}]',
+                      finite=False)  # boxes() checks every number and names the box
     if not isinstance(value, list):
         raise InputError(name, text, f"a JSON {type(value).__name__}, not a list",
                          'write a list: [{"label": "cat", "box": [x0, y0, x1, y1]}]')
@@ -158,6 +116,14 @@ def boxes(value, name: str = "boxes", units: str = "fraction", canvas: tuple[int
             raise InputError(f"{where}.label", label, "no label (empty or not text)",
                              "give each box a label (the concept it holds; double-click the box in the editor), "
                              "without '<' or '>'")
+        if item.get("color") is not None:  # optional: a palette colour for the box's label
+            from .palette import resolve_color
+
+            try:
+                resolve_color(item["color"])
+            except ValueError as e:
+                problem, _, fix = str(e).partition("; ")
+                raise InputError(f"{where}.color", item["color"], problem, fix or "use a palette colour") from None
         x0, y0, x1, y1 = box
         if units == "fraction":
             limit_x = limit_y = 1.0

@@ -1,0 +1,175 @@
+"""Model-agnostic input checks: numbers, choices, seeds, text and JSON text.
+
+Each check raises the pack's one input-error type, `InputError`, whose message names the input, the value
+received and the fix. Torch-free (ComfyUI runs these while validating every POST /prompt). The rule for
+numbers is in one place, `number`: every float widget, flag and JSON field goes through it, so NaN and
+infinities are refused everywhere (ComfyUI's own min/max check lets NaN through: every comparison with
+NaN is false).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import unicodedata
+
+from .errors import InputError
+
+MAX_SEED = 0xFFFFFFFFFFFFFFFF  # torch.Generator.manual_seed takes 64-bit seeds
+MAX_TEXT_CHARS = 100_000  # far past any prompt the text encoder reads (its first few hundred tokens)
+MAX_JSON_CHARS = 1_000_000
+MAX_JSON_DEPTH = 32  # box lists need 3 levels; deeper text is a mistake (or an attack on the parser)
+
+
+def message(check, *args, **kwargs):
+    """True when check(*args, **kwargs) passes, else its error message (what VALIDATE_INPUTS returns)."""
+    try:
+        check(*args, **kwargs)
+    except ValueError as e:
+        return str(e)
+    return True
+
+
+# ------------------------------------------------------------------------------------ numbers, choices
+def _range_text(low, high) -> str:
+    if low is not None and high is not None:
+        return f" from {low} to {high}"
+    if low is not None:
+        return f" of at least {low}"
+    if high is not None:
+        return f" of at most {high}"
+    return ""
+
+
+def number(name: str, value, low=None, high=None, integer: bool = False):
+    """A finite number within [low, high] -> float (or int when `integer`)."""
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, str):
+        value = value.strip()
+    try:
+        out = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(name, value, f"not {kind}", f"give {kind}{_range_text(low, high)}") from None
+    if not math.isfinite(out):
+        raise InputError(name, value, "not a finite number", f"give {kind}{_range_text(low, high)}")
+    if integer:
+        if isinstance(value, int):
+            out = int(value)  # exact, also past 2**53
+        elif isinstance(value, str):
+            try:
+                out = int(value)  # "64"; "64.5" is refused
+            except ValueError:
+                raise InputError(name, value, f"not {kind}", f"give {kind}{_range_text(low, high)}") from None
+        elif out.is_integer():
+            out = int(out)
+        else:
+            raise InputError(name, value, f"not {kind}", f"give {kind}{_range_text(low, high)}")
+    if low is not None and out < low:
+        raise InputError(name, value, f"smaller than the minimum {low}", f"use a value{_range_text(low, high)}")
+    if high is not None and out > high:
+        raise InputError(name, value, f"bigger than the maximum {high}", f"use a value{_range_text(low, high)}")
+    return out
+
+
+def choice(name: str, value, options):
+    options = list(options)
+    if value in options:
+        return value
+    close = difflib.get_close_matches(str(value), [str(o) for o in options], n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise InputError(name, value, "not one of the choices", f"{hint}use one of {', '.join(map(str, options))}")
+
+
+def seed(value, batch_size: int = 1, name: str = "seed") -> int:
+    """A seed for batch items seed .. seed + batch_size - 1, each a valid 64-bit generator seed."""
+    batch_size = number("batch_size", batch_size, 1, None, integer=True)
+    top = MAX_SEED - (batch_size - 1)
+    out = number(name, value, 0, MAX_SEED, integer=True)
+    if out > top:
+        raise InputError(name, value, f"with batch_size {batch_size} the last item's seed (seed + {batch_size - 1}) "
+                         f"passes the maximum {MAX_SEED}", f"use a seed of at most {top}")
+    return out
+
+
+# ------------------------------------------------------------------------------------ text
+def text(name: str, value, max_chars: int = MAX_TEXT_CHARS) -> str:
+    """A prompt or other free text -> NFC-normalised str. Refused: not text, invalid Unicode (a lone
+    surrogate: half of an emoji or accent, which JSON can carry as an escape), absurd lengths."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InputError(name, value, f"not text (a {type(value).__name__})", "give a string")
+    for i, ch in enumerate(value):
+        if "\ud800" <= ch <= "\udfff":
+            raise InputError(name, value[max(0, i - 20): i + 20], f"invalid Unicode: a lone surrogate "
+                             f"U+{ord(ch):04X} at character {i}", "remove that character or type the text again "
+                             "(it is half of an emoji or accent, cut off when the text was copied or encoded)")
+    if len(value) > max_chars:
+        raise InputError(name, f"{len(value)} characters", f"longer than {max_chars} characters",
+                         "shorten it (the text encoder reads only the first few hundred tokens)")
+    return unicodedata.normalize("NFC", value)
+
+
+# ------------------------------------------------------------------------------------ JSON text
+class _BadConstant(ValueError):
+    pass
+
+
+def _refuse_constant(word):
+    raise _BadConstant(word)
+
+
+def _finite_float(word):
+    value = float(word)
+    if not math.isfinite(value):
+        raise _BadConstant(word)
+    return value
+
+
+def json_depth(text: str) -> int:
+    """Deepest nesting of [ ] and { } outside strings (computed without parsing, so it cannot recurse)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def json_text(name: str, text: str, fix: str, max_depth: int = MAX_JSON_DEPTH, max_chars: int = MAX_JSON_CHARS,
+              finite: bool = True):
+    """Parse JSON text of an input. Refused, with the input named: malformed JSON (with its position), nesting
+    deeper than `max_depth`, more than `max_chars` characters and, with `finite`, NaN and infinities (not JSON
+    numbers, but Python's parser accepts them). A caller that checks every number itself with `number` (and
+    so names the field) passes finite=False. `fix` says what to write instead."""
+    if len(text) > max_chars:
+        raise InputError(name, f"{len(text)} characters", f"longer than {max_chars} characters", fix)
+    if text.count("[") + text.count("{") > max_depth:
+        depth = json_depth(text)
+        if depth > max_depth:
+            raise InputError(name, text, f"nested {depth} levels deep (at most {max_depth})", fix)
+    try:
+        if not finite:
+            return json.loads(text)
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except _BadConstant as e:
+        raise InputError(name, text, f"{e.args[0]} is not a finite number",
+                         f"{fix}, with finite numbers") from None
+    except json.JSONDecodeError as e:
+        raise InputError(name, text, f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})",
+                         fix) from None
+    except RecursionError:  # belt and braces: the depth check above comes first
+        raise InputError(name, text, "nested too deeply", fix) from None
