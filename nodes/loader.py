@@ -71,6 +71,7 @@ WEIGHT_FORMATS = ["default", "fp8_e4m3"]
 def load_model(ckpt_name: str, vae_name: str = host.FROM_CHECKPOINT, text_encoder_name: str = host.FROM_CHECKPOINT,
                dtype: str = "auto", weight_format: str = "default") -> UniDiffModel:
     """Resolve the names in ComfyUI's model folders, load (or reuse) the pipeline."""
+    from ..unidiff_core.common.errors import Interrupted
     from ..unidiff_core.onediffusion.loading import preflight
     from ..unidiff_core.onediffusion.pipeline import UniDiffPipeline, check_dtype_on_device, parse_dtype
 
@@ -97,9 +98,14 @@ def load_model(ckpt_name: str, vae_name: str = host.FROM_CHECKPOINT, text_encode
     device = host.initial_load_device(load_device, _weight_bytes(ckpt, vae, t5), torch_dtype)
     host.log.info("UniDiff: loading checkpoint %s (%s) ...", ckpt_name, resolved)
     started = time.perf_counter()
-    pipeline = UniDiffPipeline.from_pretrained(ckpt, dtype=resolved, device=device, vae=vae, text_encoder=t5,
-                                               tokenizer=tokenizer,
-                                               weight_dtype="fp8" if weight_format == "fp8_e4m3" else None)
+    try:  # Cancel stops the load between tensors
+        pipeline = UniDiffPipeline.from_pretrained(ckpt, dtype=resolved, device=device, vae=vae, text_encoder=t5,
+                                                   tokenizer=tokenizer,
+                                                   weight_dtype="fp8" if weight_format == "fp8_e4m3" else None,
+                                                   interrupt=host.interrupted)
+    except Interrupted as e:
+        host.soft_empty_cache()
+        host.raise_interrupted(e)
     model = UniDiffModel(pipeline, ckpt_name, resolved, load_device, host.offload_device())
     _CACHE[key] = model
     host.log.info("UniDiff: loaded checkpoint %s in %.1f s", ckpt_name, time.perf_counter() - started)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+from ..common.errors import CheckpointError
+from ..common.safetensors_io import read_json
 
 # Training leftovers in the released config.json that do not affect the model.
 IGNORED_KEYS = {
@@ -12,6 +15,49 @@ IGNORED_KEYS = {
     "optimization_step", "param_dtype", "power", "remat_attention", "remat_block", "remat_mlp",
     "update_after_step", "use_ema_warmup",
 }
+
+
+# Sanity limits of the fields that size the model, checked before anything is allocated: far above any real
+# NextDiT (the released one: depth 16, hidden 3840, 32 heads), far below what would tie a loader up.
+# Field -> (kind, lowest, highest); kind "int", "float", "ints" (a list of ints), "bool", "str".
+LIMITS = {
+    "input_size": ("ints", 1, 4096), "patch_size": ("ints", 1, 64), "in_channels": ("int", 1, 1024),
+    "hidden_size": ("int", 6, 65536), "depth": ("int", 1, 1024), "num_heads": ("int", 1, 1024),
+    "num_kv_heads": ("int", 1, 1024), "multiple_of": ("int", 1, 65536), "ffn_dim_multiplier": ("float", 0.01, 64),
+    "norm_eps": ("float", 0.0, 1.0), "pred_sigma": ("bool", None, None), "caption_channels": ("int", 1, 65536),
+    "qk_norm": ("bool", None, None), "norm_type": ("str", None, None), "model_max_length": ("int", 1, 1 << 20),
+    "rotary_max_length": ("int", 1, 1 << 20), "rotary_max_length_t": ("int", 1, 1 << 20),
+}
+NULLABLE = {"num_kv_heads", "ffn_dim_multiplier", "rotary_max_length_t"}
+
+
+def check_field(key: str, value, source: str) -> None:
+    """One config field: its JSON type and its limits; CheckpointError naming the file, the field and the value."""
+    if value is None and key in NULLABLE:
+        return
+    kind, low, high = LIMITS[key]
+    items = value if kind == "ints" else [value]
+    if kind == "ints" and (not isinstance(value, list) or not 1 <= len(value) <= 3):
+        ok = False
+    elif kind in ("int", "ints"):
+        ok = all(type(v) is int for v in items)
+    elif kind == "float":
+        ok = all(type(v) in (int, float) and math.isfinite(v) for v in items)
+    elif kind == "bool":
+        ok = isinstance(value, bool)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise CheckpointError(f"{source}: {key} = {str(value)[:60]!r} is not {_KIND_TEXT[kind]}; re-download "
+                              "transformer/config.json")
+    if low is not None and not all(low <= v <= high for v in items):
+        raise CheckpointError(f"{source}: {key} = {str(value)[:60]} is outside the sane range {low}..{high} for a "
+                              "NextDiT; this config cannot be a OneDiffusion transformer, re-download "
+                              "transformer/config.json")
+
+
+_KIND_TEXT = {"int": "an integer", "ints": "a list of 1 to 3 integers", "float": "a finite number",
+              "bool": "true or false", "str": "text"}
 
 
 @dataclass
@@ -85,22 +131,28 @@ class NextDiTConfig:
     # -------------------------------------------------------------- (de)serialise
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> "NextDiTConfig":
+        """A checked config: known keys, each of its type and within LIMITS (checked before any allocation)."""
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{source}: the transformer config is a JSON {type(data).__name__}, not an object; "
+                                  "re-download transformer/config.json")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known - IGNORED_KEYS)
         if unknown:
-            raise ValueError(f"{source}: unknown NextDiT config keys {unknown}")
-        return cls(**{k: v for k, v in data.items() if k in known})
+            raise CheckpointError(f"{source}: unknown NextDiT config keys {unknown}; re-download "
+                                  "transformer/config.json (or remove those keys)")
+        values = {k: v for k, v in data.items() if k in known}
+        for key, value in values.items():
+            check_field(key, value, source)
+        try:
+            return cls(**values)
+        except ValueError as e:
+            raise CheckpointError(f"{source}: {e}; re-download transformer/config.json") from None
 
     @classmethod
     def from_json(cls, path: str | Path) -> "NextDiTConfig":
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"transformer config not found: {path}") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"transformer config {path} is not valid JSON: {e}") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_json(path, "transformer config", "re-download transformer/config.json"),
+                             source=str(path))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -10,15 +10,15 @@ Layouts:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 import os
 from pathlib import Path
 
 import torch
 
-from ..common.errors import CheckpointError
-from ..common.safetensors_io import PICKLE_SUFFIXES, check_safetensors, read_shapes, refuse_pickle, safetensors_metadata
+from ..common.errors import CheckpointError, Interrupted
+from ..common.safetensors_io import (PICKLE_SUFFIXES, check_safetensors, parse_json, read_json, read_shapes,
+                                     refuse_pickle, safetensors_metadata)
 from .config import NextDiTConfig
 from .model import NextDiT
 
@@ -44,8 +44,7 @@ def transformer_files(path: Path) -> tuple[list[Path], Path | None]:
     if single.exists():
         files = [single]
     elif index.exists():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        files = [path / name for name in sorted(set(weight_map.values()))]
+        files = index_files(index)
     else:
         pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
         hint = f" (found pickle files {pickles}, which are refused: convert them to safetensors)" if pickles else ""
@@ -53,6 +52,23 @@ def transformer_files(path: Path) -> tuple[list[Path], Path | None]:
     for file in files:
         check_safetensors(file)
     return files, config
+
+
+def index_files(index: Path) -> list[Path]:
+    """The shard files a `*.safetensors.index.json` names in its weight_map (each inside the index's folder)."""
+    fix = "re-download the index with its shards"
+    weight_map = read_json(index, "shard index", fix).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+        raise CheckpointError(f"{index}: a shard index needs a weight_map {{tensor name: shard file}} (got "
+                              f"{str(weight_map)[:80]}); {fix}")
+    files = []
+    for name in sorted(set(weight_map.values())):
+        file = index.parent / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise CheckpointError(f"{index}: shard {name!r} is outside the checkpoint folder; {fix}")
+        files.append(file)
+    return files
 
 
 def infer_config(shapes: dict[str, tuple], source: str) -> NextDiTConfig:
@@ -118,15 +134,30 @@ def open_transformer(path: str | os.PathLike, config: NextDiTConfig | None = Non
             config = NextDiTConfig.from_json(config_file)
         else:
             meta = safetensors_metadata(files[0]).get("config")
-            config = NextDiTConfig.from_dict(json.loads(meta), str(files[0])) if meta else infer_config(shapes, str(path))
+            config = NextDiTConfig.from_dict(parse_json(meta, files[0], "config in the metadata", "re-save the file"),
+                                             str(files[0])) if meta else infer_config(shapes, str(path))
+    layers = len({k.split(".")[1] for k in shapes if k.startswith("layers.")})
+    if layers != config.depth:  # before building: a config's depth sizes the work
+        low, high = sorted((layers, config.depth))
+        keys = f"layers.{low}.*" + (f" ... layers.{high - 1}.*" if high - low > 1 else "")
+        raise CheckpointError(f"{path}: weights do not match the config ({'missing' if config.depth > layers else 'unexpected'} "
+                              f"keys: {keys}: the config has depth {config.depth}, the weights hold {layers} "
+                              "layers); use the config.json that came with these weights")
     model = build_on_meta(config)
     check_keys(model, shapes, str(path))
     return files, model
 
 
+def check_interrupt(interrupt) -> None:
+    """Cancel while loading: `interrupt()` True stops the load (nothing half-loaded is kept)."""
+    if interrupt is not None and interrupt():
+        raise Interrupted("loading was cancelled")
+
+
 def load_transformer(path: str | os.PathLike, dtype: torch.dtype = torch.float32, device="cpu",
-                     config: NextDiTConfig | None = None) -> NextDiT:
-    """Load a NextDiT tensor by tensor straight into `dtype` on `device` (no full fp32 copy in RAM)."""
+                     config: NextDiTConfig | None = None, interrupt=None) -> NextDiT:
+    """Load a NextDiT tensor by tensor straight into `dtype` on `device` (no full fp32 copy in RAM).
+    `interrupt()` is asked before each tensor: True stops the load (Interrupted)."""
     from safetensors import safe_open
 
     files, model = open_transformer(path, config)
@@ -134,24 +165,61 @@ def load_transformer(path: str | os.PathLike, dtype: torch.dtype = torch.float32
     for file in files:
         with safe_open(str(file), framework="pt", device="cpu") as f:
             for key in f.keys():
+                check_interrupt(interrupt)
                 state[key] = f.get_tensor(key).to(device=device, dtype=dtype)
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval().requires_grad_(False)
 
 
 # ------------------------------------------------------------------------------ VAE and T5
-def _check_subfolder(path: Path, what: str, weights: str) -> None:
+# Sanity limits of the config fields that size the VAE and the T5 encoder (diffusers / transformers build
+# whatever a config.json declares): far above the real ones (SD3 VAE: 4 blocks of <= 512 channels; T5-XL:
+# 24 layers, d_model 2048, d_ff 5120), far below what would tie a loader up. Field -> (lowest, highest);
+# a list field is checked item by item.
+VAE_LIMITS = {"block_out_channels": (1, 8192), "layers_per_block": (1, 64), "latent_channels": (1, 1024),
+              "in_channels": (1, 64), "out_channels": (1, 64), "norm_num_groups": (1, 1024),
+              "sample_size": (1, 1 << 16)}
+T5_LIMITS = {"num_layers": (1, 256), "num_decoder_layers": (0, 256), "d_model": (1, 65536), "d_ff": (1, 1 << 18),
+             "d_kv": (1, 4096), "num_heads": (1, 1024), "vocab_size": (1, 1 << 21),
+             "relative_attention_num_buckets": (1, 4096), "relative_attention_max_distance": (1, 1 << 20)}
+MAX_LIST = 16  # block_out_channels and the like: a handful of stages
+
+
+def check_config(path: Path, what: str, limits: dict) -> dict:
+    """A part's config.json read by the one reader, each field that sizes work checked against `limits`."""
+    fix = f"re-download {path.parent.name}/config.json"
+    config = read_json(path, f"{what} config", fix)
+    for key, (low, high) in limits.items():
+        if key not in config or config[key] is None:
+            continue
+        value = config[key]
+        items = value if isinstance(value, list) else [value]
+        if not (isinstance(value, list) and 0 < len(value) <= MAX_LIST or not isinstance(value, list)) or \
+                not all(type(v) is int for v in items):
+            raise CheckpointError(f"{path}: {key} = {str(value)[:60]} is not "
+                                  + ("a list of integers" if isinstance(value, list) else "an integer") + f"; {fix}")
+        if not all(low <= v <= high for v in items):
+            raise CheckpointError(f"{path}: {key} = {str(value)[:60]} is outside the sane range {low}..{high} for "
+                                  f"a {what}; {fix}")
+    return config
+
+
+def _check_subfolder(path: Path, what: str, weights: str, limits: dict) -> None:
     if not path.is_dir():
         raise CheckpointError(f"{what} folder not found: {path}")
     if not (path / "config.json").exists():
         raise CheckpointError(f"{path}: missing config.json of the {what}")
-    candidates = [path / weights] + sorted(path.glob("*.safetensors.index.json"))
-    if not any(p.exists() for p in candidates):
+    check_config(path / "config.json", what, limits)
+    indexes = sorted(path.glob("*.safetensors.index.json"))
+    if not (path / weights).exists() and not indexes:
         pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
         hint = f" (found pickle files {pickles}: refused, convert them to safetensors)" if pickles else ""
         raise CheckpointError(f"{path}: no {weights}{hint}")
     if (path / weights).exists():
         check_safetensors(path / weights)
+    else:
+        for file in index_files(indexes[0]):
+            check_safetensors(file)
 
 
 def load_vae(path: str | os.PathLike, dtype=torch.float32, device="cpu", single_file_config=None):
@@ -174,7 +242,7 @@ def load_vae(path: str | os.PathLike, dtype=torch.float32, device="cpu", single_
         except (OSError, ValueError, RuntimeError, KeyError) as e:
             raise CheckpointError(f"{path}: not a 16-channel SD3 VAE file ({e})") from None
     else:
-        _check_subfolder(path, "VAE", "diffusion_pytorch_model.safetensors")
+        _check_subfolder(path, "VAE", "diffusion_pytorch_model.safetensors", VAE_LIMITS)
         try:
             model = AutoencoderKL.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True,
                                                   use_safetensors=True, low_cpu_mem_usage=_has_accelerate())
@@ -201,11 +269,16 @@ def load_text_encoder(encoder_path: str | os.PathLike, tokenizer_path: str | os.
     from .text import TextEncoder
 
     encoder_path, tokenizer_path = Path(encoder_path), Path(tokenizer_path)
-    _check_subfolder(encoder_path, "text encoder", "model.safetensors")
+    _check_subfolder(encoder_path, "text encoder", "model.safetensors", T5_LIMITS)
     check_tokenizer(tokenizer_path)
     hf_logging.disable_progress_bar()
-    try:
+    try:  # the tokenizer and the encoder separately: an error blames the part that failed
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path), local_files_only=True)
+    except Exception as e:  # noqa: BLE001  (transformers raises many types for one broken file)
+        raise CheckpointError(f"{tokenizer_path}: cannot load the tokenizer ({type(e).__name__}: {str(e)[:200]}); "
+                              "re-download the tokenizer files (spiece.model, tokenizer.json, tokenizer_config.json)"
+                              ) from None
+    try:
         encoder = T5EncoderModel.from_pretrained(str(encoder_path), dtype=dtype, local_files_only=True,
                                                  use_safetensors=True)
     except (OSError, ValueError, RuntimeError) as e:
@@ -261,14 +334,38 @@ def preflight(checkpoint: str | os.PathLike, vae=None, text_encoder=None, tokeni
     if parts.vae.is_file():
         check_safetensors(parts.vae)
     else:
-        _check_subfolder(parts.vae, "VAE", "diffusion_pytorch_model.safetensors")
-    _check_subfolder(parts.text_encoder, "text encoder", "model.safetensors")
+        _check_subfolder(parts.vae, "VAE", "diffusion_pytorch_model.safetensors", VAE_LIMITS)
+    _check_subfolder(parts.text_encoder, "text encoder", "model.safetensors", T5_LIMITS)
     check_tokenizer(parts.tokenizer)
 
 
+TOKENIZER_FIX = "re-download the tokenizer files (spiece.model, tokenizer.json, tokenizer_config.json)"
+
+
 def check_tokenizer(path: Path) -> None:
+    """The tokenizer folder and its files, each read by the library that owns it; a broken file is named (the
+    tokenizer is blamed, not the text encoder)."""
     if not path.is_dir() or not any((path / n).exists() for n in ("spiece.model", "tokenizer.json")):
         raise CheckpointError(f"tokenizer not found: {path} needs spiece.model or tokenizer.json")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (path / name).exists():
+            read_json(path / name, f"tokenizer file {name}", TOKENIZER_FIX)
+    if (path / "tokenizer.json").exists():
+        from tokenizers import Tokenizer
+
+        try:
+            Tokenizer.from_file(str(path / "tokenizer.json"))
+        except Exception as e:  # noqa: BLE001  (the Rust library raises plain Exception)
+            raise CheckpointError(f"{path / 'tokenizer.json'}: not a readable tokenizer ({str(e)[:160]}); "
+                                  f"{TOKENIZER_FIX}") from None
+    if (path / "spiece.model").exists():
+        import sentencepiece
+
+        try:
+            sentencepiece.SentencePieceProcessor(model_file=str(path / "spiece.model"))
+        except (OSError, RuntimeError, TypeError) as e:
+            raise CheckpointError(f"{path / 'spiece.model'}: not a readable SentencePiece model ({str(e)[:160]}); "
+                                  f"{TOKENIZER_FIX}") from None
 
 
 def load_scheduler_config(path: Path) -> dict:
@@ -277,4 +374,5 @@ def load_scheduler_config(path: Path) -> dict:
     file = path / "scheduler_config.json"
     if not file.exists():
         return dict(DEFAULT_SCHEDULER_CONFIG)
-    return dict(DEFAULT_SCHEDULER_CONFIG, **json.loads(file.read_text()))
+    return dict(DEFAULT_SCHEDULER_CONFIG, **read_json(file, "scheduler config", "re-download scheduler/ (or delete it: "
+                                                      "the defaults apply)"))

@@ -22,7 +22,8 @@ import torch
 
 from . import preprocess
 from ..common import checks
-from .loading import checkpoint_parts, load_scheduler_config, load_text_encoder, load_transformer, load_vae
+from .loading import (check_interrupt, checkpoint_parts, load_scheduler_config, load_text_encoder, load_transformer,
+                      load_vae)
 from ..common.samplers import sample
 from .schedule import DEFAULT_SCHEDULER_CONFIG, make_schedule
 from .vae import DOWNSCALE, LATENT_CHANNELS
@@ -95,13 +96,14 @@ class UniDiffPipeline:
     @classmethod
     def from_pretrained(cls, checkpoint: str | os.PathLike, dtype="fp32", device="cpu", vae=None,
                         text_encoder=None, tokenizer=None, text_encoder_dtype=None, vae_dtype=None,
-                        text_encoder_device=None, weight_dtype=None):
+                        text_encoder_device=None, weight_dtype=None, interrupt=None):
         """Load from a diffusers-layout folder, or a single transformer .safetensors plus separate parts.
 
         vae / text_encoder / tokenizer override the folder's sub-folders (required for a single
         file). The VAE runs in fp32 unless told otherwise (it is small and bf16 decoding bands).
         text_encoder_device="cpu" keeps the T5 encoder off the GPU (prompts are encoded once, then cached).
         weight_dtype="fp8" stores the transformer blocks' weights in fp8 e4m3 (computing in `dtype`).
+        interrupt: a callable asked between tensors and parts; True stops the load (Interrupted).
         """
         dtype = parse_dtype(dtype)
         check_dtype_on_device(dtype, device)
@@ -112,10 +114,12 @@ class UniDiffPipeline:
 
             transformer = load_transformer_fp8(transformer_path, compute_dtype=dtype, device=device)
         elif weight_dtype is None:
-            transformer = load_transformer(transformer_path, dtype=dtype, device=device)
+            transformer = load_transformer(transformer_path, dtype=dtype, device=device, interrupt=interrupt)
         else:
             raise ValueError(f"weight_dtype {weight_dtype!r} must be None or 'fp8'")
+        check_interrupt(interrupt)
         vae_model = load_vae(parts.vae, dtype=parse_dtype(vae_dtype or "fp32"), device=device)
+        check_interrupt(interrupt)
         text = load_text_encoder(parts.text_encoder, parts.tokenizer, dtype=parse_dtype(text_encoder_dtype or dtype),
                                  device=text_encoder_device or device)
         return cls(transformer, vae_model, text, load_scheduler_config(parts.scheduler))
