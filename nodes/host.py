@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import time
 
 log = logging.getLogger("UniDiff")
 
@@ -89,13 +90,54 @@ def _is_weight_file(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in WEIGHT_SUFFIXES
 
 
+SCAN_MAX_DEPTH = 8  # folder levels below a model folder that are looked into
+SCAN_BUDGET_S = 5.0  # per walk: the node lists are built while the server answers /object_info
+
+
+def walk(base: str, what: str):
+    """os.walk following symlinks, bounded because it runs inside the server: each real folder once (a
+    symlink loop or a second link to a folder is skipped), at most SCAN_MAX_DEPTH levels, SCAN_BUDGET_S
+    seconds. What is skipped is logged with the path to fix. Callers may prune `dirs` as with os.walk."""
+    visited, deadline, warned = set(), time.monotonic() + SCAN_BUDGET_S, set()
+
+    def warn(kind, message, *args):
+        if kind not in warned:
+            warned.add(kind)
+            log.warning(message, *args)
+
+    for root, dirs, files in os.walk(base, followlinks=True):
+        try:
+            st = os.stat(root)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in visited:
+            warn(("loop", root), "UniDiff: skipping %s while listing %s: a symlink leads back to %s, a folder "
+                 "already listed; remove the link if it is a loop", root, what, os.path.realpath(root))
+            dirs[:] = []
+            continue
+        visited.add((st.st_dev, st.st_ino))
+        if time.monotonic() > deadline:
+            warn("time", "UniDiff: listing %s took longer than %.0f s and stopped at %s (the list may be "
+                 "incomplete: move unrelated files out of %s)", what, SCAN_BUDGET_S, root, base)
+            dirs[:] = []
+            return
+        rel = os.path.relpath(root, base)
+        if rel != "." and rel.count(os.sep) + 1 > SCAN_MAX_DEPTH:
+            warn("depth", "UniDiff: not looking into %s while listing %s (more than %d folders deep)", root, what,
+                 SCAN_MAX_DEPTH)
+            dirs[:] = []
+            continue
+        yield root, dirs, files
+
+
 def _scan(folder: str, want_dir, want_files: bool) -> list[str]:
     """Relative names ('/'-separated) of matching sub-folders (not descended into) and weight files."""
     names = set()
     for base in folder_dirs(folder):
         if not os.path.isdir(base):
             continue
-        for root, dirs, files in os.walk(base, followlinks=True):
+        for root, dirs, files in walk(base, f"models/{folder} ({base})"):
             rel_root = os.path.relpath(root, base)
             keep = []
             for d in sorted(dirs):

@@ -44,7 +44,7 @@ def _stamp(path: str):
         st = os.stat(path)
         return (st.st_size, st.st_mtime_ns)
     stamps = []
-    for root, _, files in os.walk(path, followlinks=True):
+    for root, _, files in host.walk(path, path):  # bounded: a symlink loop is skipped
         for f in files:
             if f.endswith((".safetensors", ".json", ".model")):
                 st = os.stat(os.path.join(root, f))
@@ -60,7 +60,7 @@ def _weight_bytes(*paths) -> int:
         if os.path.isfile(path):
             total += os.path.getsize(path)
             continue
-        for root, _, files in os.walk(path, followlinks=True):
+        for root, _, files in host.walk(path, path):  # bounded: a symlink loop is skipped
             total += sum(os.path.getsize(os.path.join(root, f)) for f in files if f.endswith(".safetensors"))
     return total
 

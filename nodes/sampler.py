@@ -130,6 +130,8 @@ def run_sampler(model, text: TextSpec, seed: int, steps: int, guidance: float, w
     from ..unidiff_core.common.errors import Interrupted
 
     request = task_request(text, frames, width, height, steps, guidance)
+    model.pipeline.check_generate(**request.generate_kwargs(), seed=seed, batch_size=batch_size, crop=bool(crop),
+                                  step_cache_threshold=step_cache)  # every input checked before the encoder runs
     pipe = model.ready("text_encoder")
     prompts = [request.prompt] + ([request.negative_prompt or ""] if request.guidance > 1.0 else [])
     pipe.text_encoder.encode(prompts)  # cached by the encoder: generate() reuses it, T5 may be offloaded now

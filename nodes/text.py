@@ -89,10 +89,17 @@ class UniDiffTextEncode:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, task=None, prompt=None, labels=None):
+    def VALIDATE_INPUTS(cls, task=None, prompt=None, labels=None, negative_prompt=None):
+        from ..unidiff_core.common import checks
         from ..unidiff_core.onediffusion.validation import message, task_text
 
-        return message(task_text, task, prompt, labels)  # the task combo is checked there too
+        def check():
+            for name, value in (("prompt", prompt), ("negative_prompt", negative_prompt), ("labels", labels)):
+                if value is not None:
+                    checks.text(name, value)  # invalid Unicode, absurd lengths
+            task_text(task, prompt, labels)  # the task combo is checked there too
+
+        return message(check)
 
     def encode(self, task, prompt, negative_prompt, use_task_negative, labels):
         return (encode_text(task, prompt, negative_prompt, use_task_negative, labels),)

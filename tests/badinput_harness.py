@@ -37,7 +37,12 @@ TINY_NAME = "tiny-onediffusion"
 OUTPUT_CLASSES = {"SaveImage", "PreviewImage", "PreviewAny"}
 
 # Bad checkpoints next to the tiny one in models/unidiff/ (what make_checkpoints builds).
-BAD_CHECKPOINTS = ("evil.ckpt", "evil.safetensors", "truncated", "corrupt", "mismatch", "no_vae")
+BAD_CHECKPOINTS = ("evil.ckpt", "evil.safetensors", "truncated", "corrupt", "mismatch", "no_vae",
+                   # broken files that must name themselves, and configs that declare absurd sizes
+                   "header_list", "header_no_dtype", "dtype_size_mismatch", "config_list", "config_wrong_type",
+                   "huge_depth", "index_without_map", "weights_folder", "bad_tokenizer", "huge_text_encoder",
+                   "config_nan")
+SYMLINK_LOOP = "loop"  # models/unidiff/loop/back -> models/unidiff: the listing must not hang on it
 PWNED = "PWNED_BY_PICKLE"  # the pickles' payload would create this folder next to them
 
 
@@ -195,24 +200,65 @@ def make_checkpoints(unidiff_dir: Path) -> dict[str, Path]:
     for name in ("evil.ckpt", "evil.safetensors"):
         out[name].write_bytes(payload)
     weights = (TINY / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes()
-    for name in ("truncated", "corrupt", "mismatch", "no_vae"):
+    header_len = int.from_bytes(weights[:8], "little")
+    header = json.loads(weights[8:8 + header_len])
+    body = weights[8 + header_len:]
+
+    def with_header(new_header) -> bytes:
+        raw = json.dumps(new_header).encode()
+        return len(raw).to_bytes(8, "little") + raw + body
+
+    first = sorted(k for k in header if k != "__metadata__")[0]
+    for name in BAD_CHECKPOINTS[2:]:
         if out[name].exists():
             shutil.rmtree(out[name])
-        _link_parts(out[name], skip=("vae",) if name == "no_vae" else ())
+        skip = {"no_vae": ("vae",), "bad_tokenizer": ("tokenizer",), "huge_text_encoder": ("text_encoder",)}
+        _link_parts(out[name], skip=skip.get(name, ()))
         transformer = out[name] / "transformer"
         transformer.mkdir()
         config = json.loads((TINY / "transformer" / "config.json").read_text())
         if name == "mismatch":
             config["depth"] = config["depth"] + 1  # weights of 2 blocks, config of 3
-        (transformer / "config.json").write_text(json.dumps(config))
+        elif name == "config_wrong_type":
+            config["depth"] = str(config["depth"])
+        elif name == "huge_depth":
+            config["depth"] = 50000  # would tie the loader up for minutes if it were built
+        config_text = json.dumps(config) if name != "config_nan" else json.dumps(dict(config, norm_eps=float("nan")))
+        (transformer / "config.json").write_text("[1, 2]" if name == "config_list" else config_text)
         target = transformer / "diffusion_pytorch_model.safetensors"
         if name == "truncated":
             target.write_bytes(weights[: len(weights) // 2])
         elif name == "corrupt":
-            header = b"{not json" + b" " * 55
-            target.write_bytes(len(header).to_bytes(8, "little") + header + weights[8 + 64:])
+            bad = b"{not json" + b" " * 55
+            target.write_bytes(len(bad).to_bytes(8, "little") + bad + weights[8 + 64:])
+        elif name == "header_list":
+            target.write_bytes(with_header([header[first]]))
+        elif name == "header_no_dtype":
+            target.write_bytes(with_header({**header, first: {k: v for k, v in header[first].items() if k != "dtype"}}))
+        elif name == "dtype_size_mismatch":  # F32 data declared F16: half the bytes the offsets hold
+            target.write_bytes(with_header({**header, first: dict(header[first], dtype="F16")}))
+        elif name == "index_without_map":
+            (transformer / "diffusion_pytorch_model.safetensors.index.json").write_text('{"metadata": {}}')
+        elif name == "weights_folder":
+            target.mkdir()
         else:
             target.symlink_to(TINY / "transformer" / "diffusion_pytorch_model.safetensors")
+        if name == "bad_tokenizer":  # the tokenizer's files, spiece.model corrupt
+            (out[name] / "tokenizer").mkdir()
+            for file in (TINY / "tokenizer").iterdir():
+                (out[name] / "tokenizer" / file.name).symlink_to(file)
+            (out[name] / "tokenizer" / "spiece.model").unlink()
+            (out[name] / "tokenizer" / "spiece.model").write_bytes(b"\x00garbage, not a SentencePiece model" * 8)
+        if name == "huge_text_encoder":
+            encoder = out[name] / "text_encoder"
+            encoder.mkdir()
+            t5 = json.loads((TINY / "text_encoder" / "config.json").read_text())
+            (encoder / "config.json").write_text(json.dumps(dict(t5, num_layers=100000)))
+            (encoder / "model.safetensors").symlink_to(TINY / "text_encoder" / "model.safetensors")
+    loop = unidiff_dir / SYMLINK_LOOP
+    if not loop.exists():
+        loop.mkdir()
+        (loop / "back").symlink_to(unidiff_dir, target_is_directory=True)
     return out
 
 

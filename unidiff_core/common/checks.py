@@ -12,7 +12,6 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import unicodedata
 
 from .errors import InputError
 
@@ -94,8 +93,9 @@ def seed(value, batch_size: int = 1, name: str = "seed") -> int:
 
 # ------------------------------------------------------------------------------------ text
 def text(name: str, value, max_chars: int = MAX_TEXT_CHARS) -> str:
-    """A prompt or other free text -> NFC-normalised str. Refused: not text, invalid Unicode (a lone
-    surrogate: half of an emoji or accent, which JSON can carry as an escape), absurd lengths."""
+    """A prompt or other free text, returned unchanged (None -> ""). Refused: not text, invalid Unicode (a lone
+    surrogate: half of an emoji or accent, which JSON can carry as an escape and which the tokenizer cannot
+    encode), absurd lengths."""
     if value is None:
         return ""
     if not isinstance(value, str):
@@ -108,7 +108,7 @@ def text(name: str, value, max_chars: int = MAX_TEXT_CHARS) -> str:
     if len(value) > max_chars:
         raise InputError(name, f"{len(value)} characters", f"longer than {max_chars} characters",
                          "shorten it (the text encoder reads only the first few hundred tokens)")
-    return unicodedata.normalize("NFC", value)
+    return value
 
 
 # ------------------------------------------------------------------------------------ JSON text

@@ -163,31 +163,32 @@ class UniDiffPipeline:
         return height, width
 
     # ------------------------------------------------------------------ generate
-    def generate(self, prompt, frames: list[Frame], negative_prompt="", height: int | None = None,
-                 width: int | None = None, steps: int = 50, guidance: float = 4.0, seed: int = 0,
-                 batch_size: int = 1, callback: Callable | None = None, interrupt: Callable | None = None,
-                 crop: bool = True, rope_scale: float = 1.0, rope_watershed: float = 1.0,
-                 reference_bright_quirk: bool = False, step_cache_threshold: float = 0.0) -> GenerationResult:
+    def check_generate(self, prompt, frames: list[Frame], negative_prompt="", height: int | None = None,
+                       width: int | None = None, steps: int = 50, guidance: float = 4.0, seed: int = 0,
+                       batch_size: int = 1, crop: bool = True, rope_scale: float = 1.0, rope_watershed: float = 1.0,
+                       step_cache_threshold: float = 0.0, **_unchecked) -> tuple[list, list, int, int]:
+        """Every check of `generate`'s arguments, without any model work (a host that encodes the prompts
+        first calls it before): numbers finite and in range, the seed with the batch, prompts valid text,
+        the size, given latents against it, crops that keep pixels. -> (prompts, negatives, height, width)."""
         frames = list(frames)
         if not frames:
             raise ValueError("frames is empty: give at least one frame")
         if all(f.given for f in frames):
             raise ValueError("every frame is given: mark at least one frame to generate")
-        # Every number and text is checked here, before any model work (node, CLI and core API alike).
         batch_size = checks.number("batch_size", batch_size, 1, None, integer=True)
-        seed = checks.seed(seed, batch_size)
-        steps = checks.number("steps", steps, 1, 10000, integer=True)
-        guidance = checks.number("guidance", guidance)
-        step_cache_threshold = checks.number("step_cache", step_cache_threshold, 0.0)
-        rope_scale = checks.number("rope_scale", rope_scale)
-        rope_watershed = checks.number("rope_watershed", rope_watershed)
+        checks.seed(seed, batch_size)
+        checks.number("steps", steps, 1, 10000, integer=True)
+        checks.number("guidance", guidance)
+        checks.number("step_cache", step_cache_threshold, 0.0)
+        checks.number("rope_scale", rope_scale)
+        checks.number("rope_watershed", rope_watershed)
         prompts = [prompt] * batch_size if isinstance(prompt, str) else list(prompt)
         negatives = [negative_prompt or ""] * batch_size if not isinstance(negative_prompt, (list, tuple)) \
             else list(negative_prompt)
-        prompts = [checks.text("prompt", p) for p in prompts]
-        negatives = [checks.text("negative_prompt", p) for p in negatives]
         if len(prompts) != batch_size or len(negatives) != batch_size:
             raise ValueError(f"{len(prompts)} prompts and {len(negatives)} negative prompts for batch_size={batch_size}")
+        prompts = [checks.text("prompt", p) for p in prompts]
+        negatives = [checks.text("negative_prompt", p) for p in negatives]
         height, width = self.resolve_size(frames, height, width)
         h, w = height // DOWNSCALE, width // DOWNSCALE
         for i, f in enumerate(frames):
@@ -197,6 +198,20 @@ class UniDiffPipeline:
         if crop:
             preprocess.check_crops([preprocess.image_size(f.image) for f in frames if f.image is not None],
                                    height, width)
+        return prompts, negatives, height, width
+
+    def generate(self, prompt, frames: list[Frame], negative_prompt="", height: int | None = None,
+                 width: int | None = None, steps: int = 50, guidance: float = 4.0, seed: int = 0,
+                 batch_size: int = 1, callback: Callable | None = None, interrupt: Callable | None = None,
+                 crop: bool = True, rope_scale: float = 1.0, rope_watershed: float = 1.0,
+                 reference_bright_quirk: bool = False, step_cache_threshold: float = 0.0) -> GenerationResult:
+        frames = list(frames)
+        # Every argument is checked first, before any model work (node, CLI and core API alike).
+        prompts, negatives, height, width = self.check_generate(
+            prompt, frames, negative_prompt, height, width, steps, guidance, seed, batch_size, crop, rope_scale,
+            rope_watershed, step_cache_threshold)
+        batch_size, steps, seed = int(batch_size), int(steps), int(seed)
+        h, w = height // DOWNSCALE, width // DOWNSCALE
 
         context = self.encode_prompts(prompts, negatives, guidance)
         dtype, device = self.dtype, self.device

@@ -364,7 +364,10 @@ def build_request(task: str, caption: str = "", *, image=None, images: Sequence 
                   image_views=image_views, canny_low=canny_low, canny_high=canny_high, canvas_size=canvas_size)
     _check_inputs(spec, inputs)
     height, width = _size(spec, height, width)
-    ctx = _Ctx(spec=spec, caption=(caption or "").strip(), prompt_override=prompt)
+    from ..common.checks import number, text
+
+    ctx = _Ctx(spec=spec, caption=text("caption", caption).strip(),
+               prompt_override=None if prompt is None else text("prompt", prompt))
     if "caption" in spec.required and not ctx.caption and prompt is None:
         from ..common.errors import InputError
 
@@ -377,8 +380,6 @@ def build_request(task: str, caption: str = "", *, image=None, images: Sequence 
     request.task = spec.name
     request.height = request.height if request.height is not None else height
     request.width = request.width if request.width is not None else width
-    from ..common.checks import number
-
     request.steps = number("steps", steps, 1, None, integer=True) if steps is not None else spec.default_steps
     request.guidance = number("guidance", guidance) if guidance is not None else spec.default_guidance
     request.negative_prompt = spec.default_negative if negative_prompt is None else negative_prompt
