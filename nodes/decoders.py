@@ -83,11 +83,13 @@ def decode_depth(model, latents):
 
 
 def decode_segmentation(model, latents, tolerance=None, min_area=None, label: str = ""):
+    from ..unidiff_core.common.errors import InputError
+
     wanted = [lab.strip() for lab in (label or "").split(",") if lab.strip()]
     known = [lab.label for lab in getattr(getattr(latents, "request", None), "labels", None) or []]
     unknown = [lab for lab in wanted if lab not in known]
     if known and unknown:  # before the VAE decode
-        raise ValueError(f"label: {unknown} not among the labels {known} (got {label!r}); use some of them, "
+        raise InputError("label", label, f"{unknown} not among the labels {known}", "use some of them, "
                          "comma-separated, or leave it empty for all")
     out = task_output(model, latents, tolerance, min_area)
     if out.overlay is None or out.boxes is not None or not out.masks:
@@ -98,7 +100,7 @@ def decode_segmentation(model, latents, tolerance=None, min_area=None, label: st
         wanted = [lab.strip() for lab in label.split(",") if lab.strip()]
         unknown = [lab for lab in wanted if lab not in out.masks]
         if unknown:
-            raise ValueError(f"label: {unknown} not among the labels {labels}")
+            raise InputError("label", label, f"{unknown} not among the labels {labels}", "use some of them")
         labels = wanted
     return _out(_mask_stack(out.masks, labels)), _out(out.overlay), json.dumps(labels)
 

@@ -180,11 +180,14 @@ def list_text_encoders() -> list[str]:
 
 def resolve(folder: str, name: str) -> str:
     """Full path of a listed name; a clear error naming the searched folders otherwise."""
+    from ..unidiff_core.common.errors import InputError
+
     if not name or name == FROM_CHECKPOINT:
-        raise ValueError(f"no {folder} model selected")
+        raise InputError("name", name, f"no {folder} model selected", f"pick one of models/{folder}/")
     rel = name.replace("/", os.sep)
     if os.path.isabs(rel) or ".." in rel.split(os.sep):
-        raise ValueError(f"{name!r} is not a name inside the {folder} model folder")
+        raise InputError("name", name, f"is not a name inside the {folder} model folder",
+                         f"pick a name listed from models/{folder}/")
     dirs = folder_dirs(folder)
     for base in dirs:
         full = os.path.join(base, rel)

@@ -68,7 +68,7 @@ def test_free_form_ray_and_image_frames(golden_pipeline):
 
 
 @pytest.mark.parametrize("frames, message", [
-    ([], "frames is empty"),
+    ([], "frames: no frame"),
     ([Frame(image=Image.new("RGB", (8, 8)))], "every frame is given"),
 ])
 def test_bad_frame_lists(golden_pipeline, frames, message):
@@ -77,7 +77,7 @@ def test_bad_frame_lists(golden_pipeline, frames, message):
 
 
 def test_size_not_multiple_of_16_names_the_fix(golden_pipeline):
-    with pytest.raises(ValueError, match="height=70 is not a positive multiple of 16; use height=64"):
+    with pytest.raises(ValueError, match=r"height: not a positive multiple of 16 \(got 70\); use height=64"):
         run(golden_pipeline, [Frame()], height=70)
 
 

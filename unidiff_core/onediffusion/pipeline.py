@@ -22,6 +22,7 @@ import torch
 
 from . import preprocess
 from ..common import checks
+from ..common.errors import InputError
 from .loading import (check_interrupt, checkpoint_parts, load_scheduler_config, load_text_encoder, load_transformer,
                       load_vae)
 from ..common.samplers import sample
@@ -172,9 +173,10 @@ class UniDiffPipeline:
         the size, given latents against it, crops that keep pixels. -> (prompts, negatives, height, width)."""
         frames = list(frames)
         if not frames:
-            raise ValueError("frames is empty: give at least one frame")
+            raise InputError("frames", frames, "no frame", "give at least one frame")
         if all(f.given for f in frames):
-            raise ValueError("every frame is given: mark at least one frame to generate")
+            raise InputError("frames", f"{len(frames)} given frames", "every frame is given",
+                             "mark at least one frame to generate (no image / no camera)")
         batch_size = checks.number("batch_size", batch_size, 1, None, integer=True)
         checks.seed(seed, batch_size)
         checks.number("steps", steps, 1, 10000, integer=True)

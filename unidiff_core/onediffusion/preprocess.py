@@ -6,6 +6,8 @@ Images enter as PIL images or float tensors (H, W, 3) / (3, H, W) in 0..1 and le
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -38,12 +40,12 @@ def nearest_valid_size(value: int) -> int:
 
 def check_size(height: int, width: int) -> None:
     """Pixel sizes must be positive multiples of 16; the error names the nearest valid size."""
+    from ..common.errors import InputError
+
     for name, value in (("height", height), ("width", width)):
         if not isinstance(value, (int, np.integer)) or value <= 0 or value % SIZE_MULTIPLE:
-            raise ValueError(
-                f"{name}={value} is not a positive multiple of {SIZE_MULTIPLE}; "
-                f"use {name}={nearest_valid_size(int(value)) if isinstance(value, (int, float)) else 512}"
-            )
+            nearest = nearest_valid_size(int(value)) if isinstance(value, (int, float)) and math.isfinite(value) else 512
+            raise InputError(name, value, f"not a positive multiple of {SIZE_MULTIPLE}", f"use {name}={nearest}")
 
 
 def image_size(image) -> tuple[int, int]:
