@@ -92,17 +92,18 @@ def _is_weight_file(name: str) -> bool:
 
 SCAN_MAX_DEPTH = 8  # folder levels below a model folder that are looked into
 SCAN_BUDGET_S = 5.0  # per walk: the node lists are built while the server answers /object_info
+_WALK_WARNED: set = set()
 
 
 def walk(base: str, what: str):
     """os.walk following symlinks, bounded because it runs inside the server: each real folder once (a
     symlink loop or a second link to a folder is skipped), at most SCAN_MAX_DEPTH levels, SCAN_BUDGET_S
     seconds. What is skipped is logged with the path to fix. Callers may prune `dirs` as with os.walk."""
-    visited, deadline, warned = set(), time.monotonic() + SCAN_BUDGET_S, set()
+    visited, deadline = set(), time.monotonic() + SCAN_BUDGET_S
 
-    def warn(kind, message, *args):
-        if kind not in warned:
-            warned.add(kind)
+    def warn(key, message, *args):  # once per process and path: the lists are rebuilt on every POST /prompt
+        if key not in _WALK_WARNED:
+            _WALK_WARNED.add(key)
             log.warning(message, *args)
 
     for root, dirs, files in os.walk(base, followlinks=True):
@@ -118,13 +119,13 @@ def walk(base: str, what: str):
             continue
         visited.add((st.st_dev, st.st_ino))
         if time.monotonic() > deadline:
-            warn("time", "UniDiff: listing %s took longer than %.0f s and stopped at %s (the list may be "
+            warn(("time", base), "UniDiff: listing %s took longer than %.0f s and stopped at %s (the list may be "
                  "incomplete: move unrelated files out of %s)", what, SCAN_BUDGET_S, root, base)
             dirs[:] = []
             return
         rel = os.path.relpath(root, base)
         if rel != "." and rel.count(os.sep) + 1 > SCAN_MAX_DEPTH:
-            warn("depth", "UniDiff: not looking into %s while listing %s (more than %d folders deep)", root, what,
+            warn(("depth", root), "UniDiff: not looking into %s while listing %s (more than %d folders deep)", root, what,
                  SCAN_MAX_DEPTH)
             dirs[:] = []
             continue

@@ -195,6 +195,11 @@ def test_bad_input_summary(comfy, warm, bad_checkpoints):
     assert entry["status"]["status_str"] == "success", execution_error(entry)
     loads = load_count(comfy)
     assert warm is None or loads == warm, f"the tiny model was loaded {loads - warm} more time(s) during the suite"
+    if bad_checkpoints is not None:  # models/unidiff/loop/back -> models/unidiff: listed past it, with a warning
+        status, info = comfy.get("/object_info/UniDiffLoader")
+        assert status == 200 and bh.TINY_NAME in info["UniDiffLoader"]["input"]["required"]["ckpt_name"][0]
+        loop = str(bad_checkpoints / bh.SYMLINK_LOOP / "back")
+        assert f"skipping {loop}" in comfy.log() and "a symlink leads back to" in comfy.log()
     kinds = {}
     for outcome in RESULTS.values():
         kinds[outcome] = kinds.get(outcome, 0) + 1
