@@ -20,7 +20,21 @@ def check_image(image, name: str = "image"):
     if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] < 3:
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise ValueError(f"{name}: expected a ComfyUI IMAGE (batch, height, width, 3), got {shape}")
-    return image[..., :3].detach().float().cpu()
+    return finite_pixels(image[..., :3].detach().float().cpu(), name)
+
+
+def finite_pixels(tensor, name: str):
+    """Pixels must be numbers: NaN or infinity (e.g. from a Solid Mask with value NaN) would silently give a
+    black image or an empty mask."""
+    import torch
+
+    bad = int((~torch.isfinite(tensor)).sum())
+    if bad:
+        from ..unidiff_core.common.errors import InputError
+
+        raise InputError(name, f"{bad} of {tensor.numel()} values", "not finite numbers (NaN or infinity)",
+                         "fix the node that made it (e.g. a NaN value of Solid Mask) or give another input")
+    return tensor
 
 
 def image_list(image, name: str = "image") -> list:
@@ -36,7 +50,7 @@ def check_mask(mask, name: str = "mask"):
     if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3):
         shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise ValueError(f"{name}: expected a ComfyUI MASK (batch, height, width), got {shape}")
-    mask = mask.detach().float().cpu()
+    mask = finite_pixels(mask.detach().float().cpu(), name)
     return mask[None] if mask.ndim == 2 else mask
 
 

@@ -98,6 +98,11 @@ def mask_array(mask, size: tuple[int, int] | None = None, name: str = "mask") ->
             array = array[..., 0]
         if array.ndim != 2:
             raise ValueError(f"{name}: expected a (H, W) mask, got shape {tuple(np.shape(mask))}")
+        if not np.isfinite(array).all():  # NaN would read as "not masked"
+            from ..common.errors import InputError
+
+            raise InputError(name, f"{int((~np.isfinite(array)).sum())} of {array.size} values",
+                             "not finite numbers (NaN or infinity)", "give a mask of numbers 0..1")
     if size is not None and tuple(array.shape) != tuple(size):
         raise ValueError(f"{name}: size {array.shape[1]}x{array.shape[0]} (WxH) does not match the image "
                          f"{size[1]}x{size[0]}; resize the mask to the image first")

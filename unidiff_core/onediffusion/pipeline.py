@@ -204,6 +204,10 @@ class UniDiffPipeline:
             if f.latent is not None and tuple(f.latent.shape) != (LATENT_CHANNELS, h, w):
                 raise ValueError(f"frame {i}: latent of shape {tuple(f.latent.shape)} does not fit "
                                  f"{height}x{width} (needs {(LATENT_CHANNELS, h, w)})")
+        for i, f in enumerate(frames):
+            if isinstance(f.image, torch.Tensor) and f.image.is_floating_point() and not torch.isfinite(f.image).all():
+                raise InputError(f"frames[{i}].image", f"{int((~torch.isfinite(f.image)).sum())} values",
+                                 "not finite numbers (NaN or infinity)", "give an image of numbers 0..1")
         if crop:
             preprocess.check_crops([preprocess.image_size(f.image) for f in frames if f.image is not None],
                                    height, width)

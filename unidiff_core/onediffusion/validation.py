@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from ..common.checks import choice, json_text, message, number  # noqa: F401  (the checks of every input)
+from ..common.checks import choice, json_text, message, number, text  # noqa: F401  (the checks of every input)
 from ..common.errors import InputError, show_value as _show  # noqa: F401
 
 SIZE_MULTIPLE = 16  # VAE factor 8 x patch size 2 (as preprocess.SIZE_MULTIPLE)
@@ -112,6 +112,8 @@ def boxes(value, name: str = "boxes", units: str = "fraction", canvas: tuple[int
         if not all(math.isfinite(v) for v in box):
             raise InputError(f"{where}.box", item["box"], "not 4 finite numbers", "write [x0, y0, x1, y1]")
         label = item.get("label")
+        if isinstance(label, str):
+            text(f"{where}.label", label)  # valid Unicode: the label goes into the prompt
         if not isinstance(label, str) or not label.strip() or any(c in label for c in "<>"):
             raise InputError(f"{where}.label", label, "no label (empty or not text)",
                              "give each box a label (the concept it holds; double-click the box in the editor), "
