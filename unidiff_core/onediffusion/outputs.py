@@ -244,12 +244,6 @@ class TaskOutput:
     composite: torch.Tensor | None = None  # inpainting pasted into the original (original size)
     latents: torch.Tensor | None = None
 
-    def to_json(self) -> dict:
-        """The JSON-able part: task, prompt, boxes, cameras, mask labels."""
-        return {"task": self.task, "prompt": self.prompt, "image_frames": self.image_frames,
-                "boxes": self.boxes, "cameras": self.cameras, "mask_labels": list(self.masks),
-                "generated_views": self.generated_views}
-
 
 def _stack(arrays) -> torch.Tensor:
     return torch.from_numpy(np.stack([np.asarray(a, dtype=np.float32) for a in arrays]))
