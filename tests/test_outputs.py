@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from unidiff_core.onediffusion import cameras, conditions, outputs, tasks
+from unidiff_core.onediffusion import cameras, conditions, outputs
 from unidiff_core.onediffusion.palette import assign_colors
 from unidiff_core.onediffusion.requests import ViewInfo
 

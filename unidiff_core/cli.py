@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from .common import checks
@@ -234,8 +235,6 @@ def _read_image(path: str, flag: str):
 def _task_inputs(args, spec):
     """The task's TaskInputs from the command line: files read here, one contribution per flag, merged by
     the core as the Sampler node's frames are (onediffusion/contributions.py)."""
-    from dataclasses import replace
-
     from .onediffusion import contributions
     from .onediffusion.contributions import Contribution
 
@@ -269,8 +268,9 @@ def _task_inputs(args, spec):
         "--photo": args.photo and dict(photo=_read_image(args.photo, "--photo"), canny_low=args.canny_low,
                                        canny_high=args.canny_high),
         "--subject": args.subject and dict(subject=args.subject),
-        "--image-views": args.image_views and dict(image_views=[int(v) for v in args.image_views.split(",")
-                                                                if v.strip()]),
+        "--image-views": args.image_views and dict(
+            image_views=[int(checks.number("--image-views", v, 0, None, integer=True))
+                         for v in checks.numbers(args.image_views, "--image-views")]),
         "--azimuths": args.azimuths is not None and dict(azimuths=args.azimuths),
         "--elevations": args.elevations is not None and dict(elevations=args.elevations),
         "--distance": args.distance is not None and dict(

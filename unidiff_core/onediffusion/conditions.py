@@ -28,7 +28,7 @@ from ..common.errors import InputError
 from ..common.images import MASK_THRESHOLD, image_hw, mask_array, resize_mask, to_float, to_uint8
 from . import cameras, validation
 from . import layout as frame_layout
-from .palette import MAX_COLORS, ColorLabel, assign_colors, resolve_color, split_labels
+from .palette import ColorLabel, split_labels
 from .preprocess import crop_box  # the crop the model saw, to paste results back
 
 
@@ -151,6 +151,11 @@ def boxes_to_pixels(boxes, size: tuple[int, int], units: str = "auto") -> list[d
     return out
 
 
+def _hex(colour) -> str:
+    """A box's colour (palette name, hex code or index) -> its palette hex code; a colour outside it is named."""
+    return validation.label_list([("box", colour)], "color")[0].hex
+
+
 def _labels_for(items: list[dict]) -> list[ColorLabel]:
     """Distinct labels in order of first appearance, with the first colour pinned for each."""
     order, pins = [], {}
@@ -159,10 +164,10 @@ def _labels_for(items: list[dict]) -> list[ColorLabel]:
             order.append(item["label"])
             pins[item["label"]] = item.get("color")
         elif item.get("color") is not None and pins[item["label"]] is not None:
-            if resolve_color(item["color"]) != resolve_color(pins[item["label"]]):
+            if _hex(item["color"]) != _hex(pins[item["label"]]):
                 raise InputError(f"label {item['label']!r}", (pins[item["label"]], item["color"]),
                                  "given two colours", "one label = one colour")
-    return assign_colors(order, [pins[k] for k in order])
+    return validation.label_list([(k, pins[k]) for k in order])
 
 
 def box_map(boxes, size: tuple[int, int] = (512, 512), units: str = "auto") -> BoxLayout:
