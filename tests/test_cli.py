@@ -68,7 +68,7 @@ def test_tiny_smoke_run_with_batch(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--height", "70", "--width", "64"], "height: not a positive multiple of 16 (got 70); use height=64"),
+    (["--height", "70", "--width", "64"], "height=70 is not a positive multiple of 16; use height=64"),
     (["--denoise-mask", "1,0"], "1 given frame(s) but 0 image(s)"),
     (["--height", "64"], "give both --height and --width"),
 ])

@@ -6,11 +6,11 @@ Images enter as PIL images or float tensors (H, W, 3) / (3, H, W) in 0..1 and le
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ..common import checks
 
 # ASPECT_RATIO_512 of the reference: height/width ratio -> (height, width), keys ascending.
 ASPECT_RATIO_512 = {
@@ -24,7 +24,6 @@ ASPECT_RATIO_512 = {
     3.11: (896, 288), 3.62: (928, 256), 3.75: (960, 256), 3.88: (992, 256), 4.0: (1024, 256),
 }
 
-SIZE_MULTIPLE = 16  # VAE factor 8 x patch size 2
 
 
 def bucket_size(height: int, width: int) -> tuple[int, int]:
@@ -34,18 +33,10 @@ def bucket_size(height: int, width: int) -> tuple[int, int]:
     return ASPECT_RATIO_512[key]
 
 
-def nearest_valid_size(value: int) -> int:
-    return max(SIZE_MULTIPLE, int(round(value / SIZE_MULTIPLE)) * SIZE_MULTIPLE)
-
-
 def check_size(height: int, width: int) -> None:
-    """Pixel sizes must be positive multiples of 16; the error names the nearest valid size."""
-    from ..common.errors import InputError
-
-    for name, value in (("height", height), ("width", width)):
-        if not isinstance(value, (int, np.integer)) or value <= 0 or value % SIZE_MULTIPLE:
-            nearest = nearest_valid_size(int(value)) if isinstance(value, (int, float)) and math.isfinite(value) else 512
-            raise InputError(name, value, f"not a positive multiple of {SIZE_MULTIPLE}", f"use {name}={nearest}")
+    """The engine's height/width keywords: the size rule of checks.size (positive multiples of 16)."""
+    checks.size("height", height, high=None, keyword=True)
+    checks.size("width", width, high=None, keyword=True)
 
 
 def image_size(image) -> tuple[int, int]:
