@@ -273,7 +273,7 @@ def test_node_error_reaches_history(comfy):
     entry = run(comfy, prompt)
     assert entry["status"]["status_str"] == "error"
     message = error_text(entry)
-    assert "task 'text2image' does not use image (from UniDiff Image Frame)" in message, message
+    assert "task 'text2image' does not take image (from UniDiff Image Frame)" in message, message
 
 
 def test_free_memory_then_rerun(comfy):
