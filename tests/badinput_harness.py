@@ -41,7 +41,7 @@ BAD_CHECKPOINTS = ("evil.ckpt", "evil.safetensors", "truncated", "corrupt", "mis
                    # broken files that must name themselves, and configs that declare absurd sizes
                    "header_list", "header_no_dtype", "dtype_size_mismatch", "config_list", "config_wrong_type",
                    "huge_depth", "index_without_map", "weights_folder", "bad_tokenizer", "huge_text_encoder",
-                   "config_nan")
+                   "config_nan", "bad_scheduler")
 SYMLINK_LOOP = "loop"  # models/unidiff/loop/back -> models/unidiff: the listing must not hang on it
 PWNED = "PWNED_BY_PICKLE"  # the pickles' payload would create this folder next to them
 
@@ -212,7 +212,8 @@ def make_checkpoints(unidiff_dir: Path) -> dict[str, Path]:
     for name in BAD_CHECKPOINTS[2:]:
         if out[name].exists():
             shutil.rmtree(out[name])
-        skip = {"no_vae": ("vae",), "bad_tokenizer": ("tokenizer",), "huge_text_encoder": ("text_encoder",)}
+        skip = {"no_vae": ("vae",), "bad_tokenizer": ("tokenizer",), "huge_text_encoder": ("text_encoder",),
+                "bad_scheduler": ("scheduler",)}
         _link_parts(out[name], skip=skip.get(name, ()))
         transformer = out[name] / "transformer"
         transformer.mkdir()
@@ -255,6 +256,10 @@ def make_checkpoints(unidiff_dir: Path) -> dict[str, Path]:
             t5 = json.loads((TINY / "text_encoder" / "config.json").read_text())
             (encoder / "config.json").write_text(json.dumps(dict(t5, num_layers=100000)))
             (encoder / "model.safetensors").symlink_to(TINY / "text_encoder" / "model.safetensors")
+        if name == "bad_scheduler":  # a schedule that would divide by zero
+            (out[name] / "scheduler").mkdir()
+            (out[name] / "scheduler" / "scheduler_config.json").write_text(json.dumps(
+                {"base_image_seq_len": 256, "max_image_seq_len": 256}))
     loop = unidiff_dir / SYMLINK_LOOP
     if not loop.exists():
         loop.mkdir()

@@ -56,11 +56,14 @@ def parse_json(text, source, what: str, fix: str, max_depth: int = MAX_JSON_DEPT
             text = text.decode("utf-8")
         except UnicodeDecodeError:
             raise CheckpointError(f"{source}: the {what} is not UTF-8 text (a corrupt file); {fix}") from None
-    depth = json_depth(text)
-    if depth > max_depth:
-        raise CheckpointError(f"{source}: the {what} is nested {depth} levels deep (at most {max_depth}); {fix}")
+    if len(text) <= 1_000_000:  # a cheap scan; a longer text (a big header) relies on the parser's own limit
+        depth = json_depth(text)
+        if depth > max_depth:
+            raise CheckpointError(f"{source}: the {what} is nested {depth} levels deep (at most {max_depth}); {fix}")
     try:
         value = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise CheckpointError(f"{source}: the {what} is nested too deeply; {fix}") from None
     except _NotFinite as e:
         raise CheckpointError(f"{source}: the {what} holds {e.args[0]}, not a finite number; {fix}") from None
     except json.JSONDecodeError as e:

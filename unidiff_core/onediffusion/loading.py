@@ -239,15 +239,16 @@ def load_vae(path: str | os.PathLike, dtype=torch.float32, device="cpu", single_
         try:
             model = AutoencoderKL.from_single_file(str(path), config=str(config_dir), torch_dtype=dtype,
                                                    local_files_only=True, low_cpu_mem_usage=_has_accelerate())
-        except (OSError, ValueError, RuntimeError, KeyError) as e:
-            raise CheckpointError(f"{path}: not a 16-channel SD3 VAE file ({e})") from None
+        except Exception as e:  # noqa: BLE001  (diffusers raises many types for one broken file)
+            raise CheckpointError(f"{path}: not a 16-channel SD3 VAE file ({type(e).__name__}: {str(e)[:300]})") from None
     else:
         _check_subfolder(path, "VAE", "diffusion_pytorch_model.safetensors", VAE_LIMITS)
         try:
             model = AutoencoderKL.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True,
                                                   use_safetensors=True, low_cpu_mem_usage=_has_accelerate())
-        except (OSError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{path}: cannot load the VAE: {e}") from None
+        except Exception as e:  # noqa: BLE001  (diffusers raises many types for one broken file)
+            raise CheckpointError(f"{path}: cannot load the VAE ({type(e).__name__}: {str(e)[:300]}); re-download "
+                                  "vae/") from None
     if model.config.latent_channels != 16:
         raise CheckpointError(f"{path}: the VAE has {model.config.latent_channels} latent channels; "
                               "OneDiffusion needs the 16-channel SD3 VAE")
@@ -281,8 +282,9 @@ def load_text_encoder(encoder_path: str | os.PathLike, tokenizer_path: str | os.
     try:
         encoder = T5EncoderModel.from_pretrained(str(encoder_path), dtype=dtype, local_files_only=True,
                                                  use_safetensors=True)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{encoder_path}: cannot load the T5 text encoder: {e}") from None
+    except Exception as e:  # noqa: BLE001  (transformers raises many types for one broken file)
+        raise CheckpointError(f"{encoder_path}: cannot load the T5 text encoder ({type(e).__name__}: "
+                              f"{str(e)[:300]}); re-download text_encoder/") from None
     return TextEncoder(tokenizer, encoder.to(device).eval().requires_grad_(False))
 
 
@@ -337,6 +339,7 @@ def preflight(checkpoint: str | os.PathLike, vae=None, text_encoder=None, tokeni
         _check_subfolder(parts.vae, "VAE", "diffusion_pytorch_model.safetensors", VAE_LIMITS)
     _check_subfolder(parts.text_encoder, "text encoder", "model.safetensors", T5_LIMITS)
     check_tokenizer(parts.tokenizer)
+    load_scheduler_config(parts.scheduler)
 
 
 TOKENIZER_FIX = "re-download the tokenizer files (spiece.model, tokenizer.json, tokenizer_config.json)"
@@ -374,5 +377,16 @@ def load_scheduler_config(path: Path) -> dict:
     file = path / "scheduler_config.json"
     if not file.exists():
         return dict(DEFAULT_SCHEDULER_CONFIG)
-    return dict(DEFAULT_SCHEDULER_CONFIG, **read_json(file, "scheduler config", "re-download scheduler/ (or delete it: "
-                                                      "the defaults apply)"))
+    fix = "re-download scheduler/ (or delete scheduler_config.json: the defaults apply)"
+    config = dict(DEFAULT_SCHEDULER_CONFIG, **read_json(file, "scheduler config", fix))
+    for key, default in DEFAULT_SCHEDULER_CONFIG.items():  # the fields the schedule reads: their types
+        value = config[key]
+        ok = isinstance(value, bool) if isinstance(default, bool) else (
+            type(value) in (int, float) and (type(default) is float or type(value) is int))
+        if not ok:
+            raise CheckpointError(f"{file}: {key} = {str(value)[:60]!r} is not {type(default).__name__}; {fix}")
+    if not 1 <= config["num_train_timesteps"] <= 1_000_000 or config["max_image_seq_len"] == config["base_image_seq_len"]:
+        raise CheckpointError(f"{file}: num_train_timesteps must be 1..1000000 and max_image_seq_len differ from "
+                              f"base_image_seq_len (got {config['num_train_timesteps']}, {config['max_image_seq_len']}, "
+                              f"{config['base_image_seq_len']}); {fix}")
+    return config
