@@ -104,3 +104,41 @@ def test_parts_are_managed_by_comfyui(model):
     again = sample(model, text("text2image", "a fox"), steps=2).latents
     assert torch.equal(first, again)
     assert id(model.parts["transformer"].patcher) in {id(m) for m in mm.loaded_models()}
+
+
+def test_only_the_transformer_streams(model):
+    """The transformer is built from comfy.ops layers, so ComfyUI may load it partially; diffusers' VAE and
+    transformers' T5 cannot run with weights elsewhere and get a patcher that loads them whole."""
+    assert model.parts["transformer"].streams
+    assert type(model.parts["transformer"].patcher).__name__ == "ModelPatcher"
+    for name in ("text_encoder", "vae"):
+        assert not model.parts[name].streams
+        assert type(model.parts[name].patcher).__name__ == "WholeModelPatcher"
+
+
+def test_partially_offloaded_transformer_gives_the_same_result(model):
+    """ComfyUI offloads most of the transformer to make room (what it does under --lowvram or when VRAM is
+    short): its layers then cast their weights per call, and the sampler's result does not change."""
+    import comfy.model_management as mm
+
+    first = sample(model, text("text2image", "a fox"), steps=2).latents
+    patcher = model.parts["transformer"].patcher
+    freed = patcher.partially_unload(patcher.offload_device, memory_to_free=patcher.model_size() // 2)
+    assert freed > 0 and patcher.model.model_lowvram
+    streamed = [m for m in patcher.model.modules() if getattr(m, "comfy_cast_weights", False)]
+    assert streamed
+    again = sample(model, text("text2image", "a fox"), steps=2).latents
+    assert torch.equal(first, again)
+    mm.unload_all_models()
+
+
+def test_vae_and_text_encoder_are_never_offloaded_in_part(model):
+    """Asked to free a little of the VAE's memory, ComfyUI unloads it whole (a partial offload would leave
+    layers that cannot reach their weights)."""
+    import comfy.model_management as mm
+
+    sample(model, text("text2image", "a fox"), steps=1)
+    patcher = model.parts["vae"].patcher
+    assert patcher.partially_unload(patcher.offload_device, memory_to_free=1) == 0
+    mm.unload_all_models()
+    assert not {id(p.patcher) for p in model.parts.values()} & {id(m) for m in mm.loaded_models()}
