@@ -72,7 +72,6 @@ def load_model(ckpt_name: str, vae_name: str = host.FROM_CHECKPOINT, text_encode
                dtype: str = "auto", weight_format: str = "default") -> UniDiffModel:
     """Resolve the names in ComfyUI's model folders, load (or reuse) the pipeline."""
     from ..unidiff_core.onediffusion.loading import preflight
-    from ..unidiff_core.onediffusion.model import OPERATIONS
     from ..unidiff_core.onediffusion.pipeline import UniDiffPipeline, check_dtype_on_device, parse_dtype
 
     ckpt = host.resolve(host.MODEL_FOLDER, ckpt_name)
@@ -99,7 +98,7 @@ def load_model(ckpt_name: str, vae_name: str = host.FROM_CHECKPOINT, text_encode
     host.log.info("UniDiff: loading checkpoint %s (%s) ...", ckpt_name, resolved)
     started = time.perf_counter()
     # ComfyUI's layer classes and attention: its ModelPatcher can then load the transformer partially.
-    operations = host.operations(OPERATIONS, torch_dtype, torch_dtype)
+    operations = host.operations(UniDiffPipeline.OPERATIONS, torch_dtype, torch_dtype)
     pipeline = UniDiffPipeline.from_pretrained(ckpt, dtype=resolved, device=device, vae=vae, text_encoder=t5,
                                                tokenizer=tokenizer,
                                                weight_dtype="fp8" if weight_format == "fp8_e4m3" else None,

@@ -22,6 +22,7 @@ import torch
 
 from . import preprocess
 from .loading import checkpoint_parts, load_scheduler_config, load_text_encoder, load_transformer, load_vae
+from .model import OPERATIONS
 from ..common.samplers import sample
 from .schedule import DEFAULT_SCHEDULER_CONFIG, make_schedule
 from .vae import DOWNSCALE, LATENT_CHANNELS
@@ -84,6 +85,8 @@ def check_dtype_on_device(dtype: torch.dtype, device) -> None:
 
 
 class UniDiffPipeline:
+    OPERATIONS = OPERATIONS  # the transformer's default layer classes, from which a host builds its own
+
     def __init__(self, transformer, vae, text_encoder, scheduler_config: dict | None = None):
         self.transformer = transformer
         self.vae = vae
