@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_nodes import M, host, model, models_dir, sample, text  # noqa: F401  (fixtures)
+from test_nodes import M, host, loader_mod, model, models_dir, sample, text  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.skipif(not host.available(), reason="ComfyUI is not on sys.path (set COMFYUI_PATH)")
 
@@ -114,6 +114,18 @@ def test_only_the_transformer_streams(model):
     for name in ("text_encoder", "vae"):
         assert not model.parts[name].streams
         assert type(model.parts[name].patcher).__name__ == "WholeModelPatcher"
+
+
+def test_fp8_transformer_loads_whole(models_dir):
+    """FP8Linear keeps its weights in buffers that no ComfyUI layer casts: that transformer loads whole."""
+    try:
+        (fp8,) = M["UniDiffLoader"]().load("tiny-onediffusion", host.FROM_CHECKPOINT, host.FROM_CHECKPOINT, "fp32",
+                                           "fp8_e4m3")
+        assert not fp8.parts["transformer"].streams
+        assert type(fp8.parts["transformer"].patcher).__name__ == "WholeModelPatcher"
+        assert torch.isfinite(sample(fp8, text("text2image", "a red cube"), steps=1).latents).all()
+    finally:
+        loader_mod.clear_cache()  # later tests reload the fp32 model
 
 
 def test_partially_offloaded_transformer_gives_the_same_result(model):
