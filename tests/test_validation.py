@@ -717,6 +717,10 @@ def test_cancel_stops_a_load():
     with pytest.raises(pack_module("common.errors").Interrupted):
         pipeline.UniDiffPipeline.from_pretrained(bh.TINY, interrupt=interrupt)
     assert len(asked) == 4
+    asked.clear()
+    with pytest.raises(pack_module("common.errors").Interrupted):
+        pipeline.UniDiffPipeline.from_pretrained(bh.TINY, weight_dtype="fp8", interrupt=interrupt)
+    assert len(asked) == 4
     assert pipeline.UniDiffPipeline.from_pretrained(bh.TINY, interrupt=lambda: False) is not None
 
 

@@ -100,15 +100,15 @@ def fp8_bytes(model: nn.Module) -> int:
 
 
 def load_transformer_fp8(path: str | os.PathLike, compute_dtype=torch.bfloat16, device="cpu", per_row: bool = True,
-                         config=None, operations=None, attention=None):
+                         config=None, operations=None, attention=None, interrupt=None):
     """Load a NextDiT checkpoint straight into fp8 block weights, one tensor at a time.
 
     Peak memory is the fp8 model plus one float32 copy of the largest tensor, never a bf16/fp32
-    copy of the whole model.
+    copy of the whole model. `interrupt()` is asked before each tensor: True stops the load.
     """
     from safetensors import safe_open
 
-    from .loading import open_transformer
+    from .loading import check_interrupt, open_transformer
 
     files, model = open_transformer(path, config, operations, attention)
     fp8_names = set(_linear_names(model))
@@ -120,6 +120,7 @@ def load_transformer_fp8(path: str | os.PathLike, compute_dtype=torch.bfloat16, 
     for file in files:
         with safe_open(str(file), framework="pt", device="cpu") as f:
             for key in f.keys():
+                check_interrupt(interrupt)
                 module, _, leaf = key.rpartition(".")
                 tensor = f.get_tensor(key)
                 if module in fp8_names and leaf == "weight":

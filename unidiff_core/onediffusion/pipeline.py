@@ -123,7 +123,7 @@ class UniDiffPipeline:
             from .fp8 import load_transformer_fp8
 
             transformer = load_transformer_fp8(transformer_path, compute_dtype=dtype, device=device,
-                                               operations=operations, attention=attention)
+                                               operations=operations, attention=attention, interrupt=interrupt)
         elif weight_dtype is None:
             transformer = load_transformer(transformer_path, dtype=dtype, device=device, operations=operations,
                                            attention=attention, interrupt=interrupt)
