@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -54,6 +55,23 @@ class Server:
     def __init__(self, url: str, process=None, base: str | None = None, log_path: str | None = None):
         self.url = url.rstrip("/")
         self.process, self.base, self.log_path = process, base, log_path
+
+    @property
+    def owned(self) -> bool:
+        """A server the tests started, in its own temporary --base-directory (removed afterwards)."""
+        return self.base is not None
+
+    def keep_no_files(self, prompt: dict) -> dict:
+        """The prompt to post: on a server the tests did not start (COMFYUI_URL), Save Image becomes Preview
+        Image, so the tests leave no file in its output/ folder (ComfyUI empties temp/ itself)."""
+        if self.owned:
+            return prompt
+        prompt = copy.deepcopy(prompt)
+        for node in prompt.values():
+            if node.get("class_type") == "SaveImage":
+                node["class_type"] = "PreviewImage"
+                node["inputs"].pop("filename_prefix", None)
+        return prompt
 
     def get(self, path, timeout=30.0):
         return http(self.url + path, timeout=timeout)

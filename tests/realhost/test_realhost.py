@@ -46,7 +46,8 @@ def load_api(name: str) -> dict:
 
 def queue(comfy, prompt: dict) -> str:
     prompt_id = str(uuid.uuid4())
-    status, body = comfy.post("/prompt", {"prompt": prompt, "client_id": CLIENT_ID, "prompt_id": prompt_id})
+    status, body = comfy.post("/prompt", {"prompt": comfy.keep_no_files(prompt), "client_id": CLIENT_ID,
+                                          "prompt_id": prompt_id})
     assert status == 200, f"POST /prompt -> {status}: {json.dumps(body)[:3000]}"
     assert not body.get("node_errors"), f"partially accepted: {json.dumps(body['node_errors'])[:3000]}"
     return prompt_id
@@ -179,7 +180,8 @@ def test_api_workflow_runs(comfy, name):
             counts.setdefault(kind, []).append(len(value))
             continue
         images = out["images"]
-        assert images and all(i["type"] == ("output" if kind == "SaveImage" else "temp") for i in images)
+        saved = kind == "SaveImage" and comfy.owned  # else posted as Preview Image (see keep_no_files)
+        assert images and all(i["type"] == ("output" if saved else "temp") for i in images)
         for image in images:
             pic = fetch_image(comfy, image)
             assert pic.size[0] > 0 and pic.mode in ("RGB", "RGBA")
@@ -201,7 +203,8 @@ def _ws_events(comfy, prompt: dict, interrupt_after_progress: int | None = None,
         async with aiohttp.ClientSession() as session:
             async with session.ws_connect(f"{comfy.url}/ws?clientId={client_id}") as ws:
                 prompt_id = str(uuid.uuid4())
-                async with session.post(f"{comfy.url}/prompt", json={"prompt": prompt, "client_id": client_id,
+                async with session.post(f"{comfy.url}/prompt", json={"prompt": comfy.keep_no_files(prompt),
+                                                                     "client_id": client_id,
                                                                      "prompt_id": prompt_id}) as resp:
                     assert resp.status == 200, await resp.text()
                 deadline = time.time() + timeout
