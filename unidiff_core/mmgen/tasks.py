@@ -1,0 +1,52 @@
+"""MMGen's inference modes: which modality is given (held near clean), the task token and defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .layout import MODALITIES, task_token
+
+NULL_LABEL = 1000  # ImageNet has 1000 classes; row 1000 of the label table means "no class"
+
+
+@dataclass(frozen=True)
+class MMGenTask:
+    name: str
+    condition: str | None  # the given modality, None = generate all four from a class label
+    default_label: int
+    default_cfg: float
+    checkpoint: str  # which released checkpoint the mode was trained for
+    description: str
+
+    @property
+    def token(self) -> int:
+        return task_token(self.condition)
+
+    @property
+    def outputs(self) -> tuple:
+        return tuple(m for m in MODALITIES if m != self.condition)
+
+
+TASKS = {t.name: t for t in [
+    MMGenTask("category", None, 0, 1.0, "0600000",
+              "ImageNet class -> RGB image, depth, surface normal and segmentation generated jointly"),
+    MMGenTask("rgb2x", "rgb", NULL_LABEL, 1.0, "0620000",
+              "RGB photo -> its depth, surface normal and segmentation (understanding)"),
+    MMGenTask("depth2x", "depth", NULL_LABEL, 1.8, "0600000",
+              "depth map -> a matching RGB image, surface normal and segmentation"),
+    MMGenTask("normal2x", "normal", NULL_LABEL, 1.8, "0600000",
+              "surface-normal map -> a matching RGB image, depth and segmentation"),
+    MMGenTask("mask2x", "mask", NULL_LABEL, 1.8, "0600000",
+              "segmentation (colour regions) -> a matching RGB image, depth and surface normal"),
+]}
+DEFAULT_STEPS = 250
+
+
+def task_names() -> list[str]:
+    return list(TASKS)
+
+
+def get_task(name: str) -> MMGenTask:
+    from ..validation import choice
+
+    return TASKS[choice("task", name, TASKS)]
