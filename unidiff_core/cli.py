@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 
 from .families import family_of
+from .mmgen import cli as mmgen_cli
+from .mmgen.detect import is_mmgen_checkpoint
 
 
 def _floats(text: str) -> list:
@@ -69,9 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "as the reference demos)")
     mv.add_argument("--focal", type=float, default=None, help="normalised focal length (default 1.3887)")
     add_task_arguments(run)
+    mmgen_cli.add_arguments(run)
     out = run.add_argument_group("output")
     out.add_argument("--out", default="out", help="folder for the PNGs of generated image frames")
     out.add_argument("--save-latents", help="write the final latents of all frames, key 'latents', (B,F,16,h,w)")
+    mmgen_cli.add_convert_parser(sub)
     listing = sub.add_parser("tasks", help="list the tasks of run --task, with their inputs and defaults")
     listing.add_argument("--json", action="store_true", help="print the table as JSON")
     listing.add_argument("--markdown", action="store_true", help="print the table as Markdown (docs/tasks.md)")
@@ -160,6 +164,10 @@ TASK_ONLY = {"caption": "", "mask": None, "composite": False, "boxes": None, "la
 
 
 def run(args) -> int:
+    if args.checkpoint != "tiny" and is_mmgen_checkpoint(args.checkpoint):
+        return mmgen_cli.run(args, atomic_write)
+    if args.class_label is not None or args.t_blend_start != mmgen_cli.DEFAULT_T_BLEND:
+        raise ValueError("--class-label and --t-blend-start are for MMGen checkpoints; this one is OneDiffusion")
     if args.task:
         return run_task(args)
     used = [name for name, default in TASK_ONLY.items() if getattr(args, name) != default]
@@ -340,6 +348,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "run":
             return run(args)
+        if args.command == "convert":
+            return mmgen_cli.convert_main(args)
         if args.command == "tasks":
             return list_tasks(args)
     except (ValueError, FileNotFoundError) as e:

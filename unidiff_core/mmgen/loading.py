@@ -26,13 +26,13 @@ from pathlib import Path
 
 import torch
 
-from ..loading import CheckpointError
-from .config import SIT_MODELS, TINY_MODELS, SIT_SIZES, MMGenConfig, named_config
+from ..common.errors import CheckpointError, InputError
+from ..common.safetensors_io import check_safetensors
+from .config import SIT_MODELS, SIT_SIZES, TINY_MODELS, MMGenConfig, named_config
+from .detect import CONFIG_NAME, FAMILY
 from .model import MMGenSiT
 
 WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-FAMILY = "mmgen"
 RELEASE_RESOLUTION = 256
 RELEASE_TASKS = 4
 _ST_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}
@@ -178,26 +178,11 @@ def _fill(model: torch.nn.Module, tensors, drop_pages: bool) -> None:
 
 # ------------------------------------------------------------------------------------------ safetensors
 def safetensors_header(path: Path) -> tuple[dict, int]:
-    """(header, data offset) of a safetensors file, with truncation checks."""
-    size = path.stat().st_size
+    """(header, data offset) of a safetensors file that passed the common truncation/pickle checks."""
+    check_safetensors(path)
     with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise CheckpointError(f"{path}: truncated ({size} bytes), not a safetensors file; download it again")
-        if head[:2] == b"PK" or head[:1] == b"\x80":
-            raise CheckpointError(f"{path}: a pickle/zip file named .safetensors; refused (convert it)")
-        n = int.from_bytes(head, "little")
-        if n <= 0 or 8 + n > size:
-            raise CheckpointError(f"{path}: corrupt or truncated safetensors header; download the file again")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise CheckpointError(f"{path}: corrupt safetensors header (not JSON); download the file again") from None
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    if 8 + n + end > size:
-        raise CheckpointError(f"{path}: truncated: the header needs {8 + n + end} bytes but the file has {size}; "
-                              "download the file again")
-    return header, 8 + n
+        n = int.from_bytes(f.read(8), "little")
+        return json.loads(f.read(n)), 8 + n
 
 
 def iter_safetensors(path: Path, header: dict, offset: int):
@@ -218,28 +203,6 @@ def iter_safetensors(path: Path, header: dict, offset: int):
 
 
 # ------------------------------------------------------------------------------------------ entry points
-def is_mmgen_checkpoint(path) -> bool:
-    """Cheap family test: a .pt/.pth training checkpoint, an MMGen config folder, or SiT-shaped safetensors."""
-    path = Path(path)
-    if path.is_dir():
-        cfg = path / CONFIG_NAME
-        if not cfg.is_file():
-            return False
-        try:
-            return json.loads(cfg.read_text()).get("family") == FAMILY
-        except (OSError, ValueError):
-            return False
-    if path.suffix.lower() in (".pt", ".pth"):
-        return True
-    if path.suffix.lower() == ".safetensors" and path.is_file():
-        try:
-            header, _ = safetensors_header(path)
-        except CheckpointError:
-            return False
-        return "lis_final_layer.0.linear.weight" in header and "t_embedder.mlp_fused.0.weight" in header
-    return False
-
-
 def load_model(path, dtype=torch.float32, device="cpu", projectors: bool = False,
                fused_attn: bool | None = None) -> MMGenSiT:
     """An MMGen SiT in eval mode from any accepted form (see the module docstring)."""
@@ -322,7 +285,6 @@ def convert(src, out, dtype: str = "fp32") -> Path:
     optimizer state), fp32 or bf16."""
     torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(dtype)
     if torch_dtype is None:
-        from ..validation import InputError
         raise InputError("dtype", dtype, "not a conversion dtype", "use fp32 or bf16")
     src, out = Path(src), Path(out)
     if src.suffix.lower() not in (".pt", ".pth"):

@@ -12,11 +12,13 @@ from typing import Callable
 
 import torch
 
+from ..common.errors import CheckpointError, InputError
+from ..onediffusion.validation import number
 from . import layout
 from .loading import load_model
 from .preprocess import center_crop, to_model_pixels
-from .sampler import DEFAULT_T_BLEND, MMGenDenoiser, sample_euler_maruyama, sde_schedule
-from .tasks import DEFAULT_STEPS, NULL_LABEL, get_task
+from .sampler import MMGenDenoiser, sample_euler_maruyama, sde_schedule
+from .tasks import DEFAULT_STEPS, DEFAULT_T_BLEND, NULL_LABEL, get_task
 from .vae import MMGenVAE
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -35,9 +37,7 @@ class MMGenResult:
 
 
 def check_generation(task, steps, cfg, batch_size, t_blend, class_label, image) -> None:
-    """Bad inputs raise InputError before any model work."""
-    from ..validation import InputError, number
-
+    """Bad inputs raise InputError (named as the node inputs) before any model work."""
     number("steps", steps, 1, 10000, integer=True)
     number("batch_size", batch_size, 1, 64, integer=True)
     number("cfg", cfg, 1.0, 100.0)  # the reference refuses < 1 (1 = no guidance)
@@ -63,8 +63,6 @@ class MMGenPipeline:
 
     @classmethod
     def from_pretrained(cls, checkpoint, vae=None, dtype="fp32", device="cpu") -> "MMGenPipeline":
-        from ..loading import CheckpointError
-
         torch_dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
         model = load_model(checkpoint, dtype=torch_dtype, device=device)
         if vae is None:

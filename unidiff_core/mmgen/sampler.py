@@ -13,9 +13,10 @@ from typing import Callable
 
 import torch
 
+from ..common.errors import Interrupted
 from .layout import channels
+from .tasks import DEFAULT_T_BLEND
 
-DEFAULT_T_BLEND = 0.005  # the condition modality's time: near clean
 LAST_T = 0.04  # the stochastic steps end here; one deterministic step goes to 0
 
 
@@ -49,8 +50,6 @@ def sample_euler_maruyama(denoiser: Callable, x: torch.Tensor, schedule: torch.T
     Every step but the last adds sqrt(2 t) * sqrt(|dt|) * eps, eps ~ N(0, 1) float64 of x's shape, drawn from
     `generator` in step order (or from `noise_sampler(x)`); the last step is deterministic.
     """
-    from ..sampler import Interrupted
-
     if noise_sampler is None:
         def noise_sampler(state):
             return torch.randn(state.shape, generator=generator, dtype=torch.float64, device=state.device)

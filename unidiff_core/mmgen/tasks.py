@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..onediffusion.validation import choice
 from .layout import MODALITIES, task_token
 
 NULL_LABEL = 1000  # ImageNet has 1000 classes; row 1000 of the label table means "no class"
@@ -40,6 +41,7 @@ TASKS = {t.name: t for t in [
               "segmentation (colour regions) -> a matching RGB image, depth and surface normal"),
 ]}
 DEFAULT_STEPS = 250
+DEFAULT_T_BLEND = 0.005  # the given modality's time: near clean (0 would divide by zero in the sampler)
 
 
 def task_names() -> list[str]:
@@ -47,6 +49,4 @@ def task_names() -> list[str]:
 
 
 def get_task(name: str) -> MMGenTask:
-    from ..validation import choice
-
     return TASKS[choice("task", name, TASKS)]

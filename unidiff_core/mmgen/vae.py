@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ..common.errors import CheckpointError
 SCALE = 0.18215
 LATENT_CHANNELS = 4
 
@@ -24,8 +25,6 @@ class MMGenVAE:
         """A diffusers AutoencoderKL folder (config.json + weights), read locally only."""
         from diffusers import AutoencoderKL
 
-        from ..loading import CheckpointError
-
         path = Path(path)
         if not (path / "config.json").is_file():
             raise CheckpointError(f"VAE folder {path}: no config.json; give the diffusers folder of "
@@ -35,7 +34,7 @@ class MMGenVAE:
             raise CheckpointError(f"VAE folder {path}: no .safetensors weights (pickled .bin files are refused); "
                                   "use diffusion_pytorch_model.safetensors")
         vae = AutoencoderKL.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True,
-                                            use_safetensors=True)
+                                            use_safetensors=True, low_cpu_mem_usage=False)
         if vae.config.latent_channels != LATENT_CHANNELS:
             raise CheckpointError(f"VAE folder {path}: {vae.config.latent_channels} latent channels; MMGen needs "
                                   "the 4-channel SD VAE (sd-vae-ft-mse)")
