@@ -1,4 +1,4 @@
-"""Shared helpers of the MMGen tests: fixture paths, the visible cases, the released .pt form."""
+"""Shared pieces of the MMGen tests: fixture paths, the visible cases, the released .pt form."""
 
 from __future__ import annotations
 
