@@ -13,7 +13,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from tests.conftest import ROOT
-from tests.mmgen_common import CASES, EMA, TOL, VAE, case, final_latents, write_released_pt
+from tests.mmgen_common import EMA, TOL, VAE, case, final_latents, write_released_pt
 from unidiff_core.cli import main
 
 
@@ -85,3 +85,13 @@ def test_mmgen_rejects_onediffusion_flags_and_needs_a_task(tmp_path, capsys):
 def test_convert_refuses_a_non_pt(tmp_path, capsys):
     assert main(["convert", str(EMA), str(tmp_path / "x")]) == 2
     assert "convert reads the released training checkpoint (.pt)" in capsys.readouterr().err
+
+
+def test_sampler_flag(tmp_path, checkpoints):
+    """MMGen's default is the reference's SDE even though OneDiffusion's --sampler default is euler."""
+    latents = tmp_path / "ode.safetensors"
+    argv = contract("rgb2x", checkpoints["safetensors"], latents, tmp_path / "out")
+    assert main(argv + ["--sampler", "euler"]) == 0
+    ode = load_file(latents)["latents"]
+    assert (ode - final_latents("rgb2x")).abs().max() > 1e-2
+    assert (ode[:, :4] - final_latents("rgb2x")[:, :4]).abs().max() <= TOL  # the held RGB slot

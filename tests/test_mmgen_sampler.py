@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.mmgen_common import EMA, VAE
+from tests.mmgen_common import EMA, VAE, case
 from unidiff_core.common.errors import InputError, Interrupted
 from unidiff_core.mmgen.pipeline import MMGenPipeline
 from unidiff_core.mmgen.sampler import sample_euler_maruyama, score_from_velocity, sde_schedule
@@ -53,8 +53,12 @@ def test_callback_and_interrupt():
     x = torch.zeros(1, 16, 2, 2)
     seen = []
     sample_euler_maruyama(lambda s, t: torch.zeros_like(s), x, sde_schedule(3),
-                          generator=torch.Generator().manual_seed(0), callback=lambda i, n, s: seen.append((i, n)))
-    assert seen == [(0, 3), (1, 3), (2, 3)]
+                          generator=torch.Generator().manual_seed(0),
+                          callback=lambda i, n, s, x0: seen.append((i, n, s.clone(), x0.clone())))
+    assert [(i, n) for i, n, _, _ in seen] == [(0, 3), (1, 3), (2, 3)]
+    # zero velocity: the clean estimate x - t v is the state before the step
+    before = [torch.zeros(1, 16, 2, 2, dtype=torch.float64)] + [s for _, _, s, _ in seen[:-1]]
+    assert all(torch.equal(x0, b) for (_, _, _, x0), b in zip(seen, before))
     with pytest.raises(Interrupted, match="before step 1 of 3"):
         sample_euler_maruyama(lambda s, t: torch.zeros_like(s), x, sde_schedule(3), interrupt=lambda: True)
 
@@ -105,3 +109,21 @@ def test_task_table():
     assert get_task("normal2x").outputs == ("rgb", "depth", "mask")
     with pytest.raises(InputError, match="did you mean 'rgb2x'"):
         get_task("rgb2y")
+
+
+@pytest.mark.parametrize("sampler", ["euler", "heun", "dpmpp_2m"])
+def test_common_flow_samplers_run_with_the_condition_held(pipe, sampler):
+    from PIL import Image
+
+    image = Image.open(case("rgb2x")["image"])
+    sde = pipe.generate("rgb2x", image=image, steps=3, seed=0)
+    ode = pipe.generate("rgb2x", image=image, steps=3, seed=0, sampler=sampler)
+    assert ode.sampler == sampler and torch.isfinite(ode.latents).all()
+    # same start (seed) and the same held RGB slot; the generated slots differ from the stochastic sampler
+    assert (ode.latents[:, :4] - sde.latents[:, :4]).abs().max() <= 1e-5
+    assert (ode.latents[:, 4:] - sde.latents[:, 4:]).abs().max() > 1e-2
+
+
+def test_unknown_sampler_is_named(pipe):
+    with pytest.raises(InputError, match="sampler: not one of the choices"):
+        pipe.generate("category", steps=1, sampler="ddim")

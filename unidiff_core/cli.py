@@ -31,6 +31,14 @@ def _floats(text: str) -> list:
     return values
 
 
+class _Given(argparse.Action):
+    """Stores the value and notes that it was given (MMGen's default sampler differs from OneDiffusion's)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, self.dest + "_given", True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m unidiff_core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,9 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--step-cache", type=float, default=0.0, metavar="THRESHOLD",
                      help="first-block step cache: skip most of the transformer on steps whose first-block output "
                           "changed by less than THRESHOLD (relative L1, e.g. 0.05-0.1); faster, approximate; 0 = off")
-    gen.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=sampler_names(),
+    gen.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=sampler_names() + ["sde"], action=_Given,
                      help="euler (the reference's, default), heun (2nd order, ~2 model calls per step) or dpmpp_2m "
-                          "(DPM-Solver++(2M), 2nd order, 1 call per step)")
+                          "(DPM-Solver++(2M), 2nd order, 1 call per step); MMGen: sde (its reference's "
+                          "Euler-Maruyama, default) or those three")
     mv = run.add_argument_group("multi-view (interleaved image/ray frames)")
     mv.add_argument("--azimuths", type=_floats, help="per view, degrees, 'none' = unknown camera, e.g. 0,30,none")
     mv.add_argument("--elevations", type=_floats)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..common.errors import InputError
 from .layout import MODALITIES
-from .tasks import DEFAULT_STEPS, DEFAULT_T_BLEND, TASKS
+from .tasks import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_T_BLEND, TASKS
 
 # OneDiffusion-only flags (name, default) that mean nothing to MMGen.
 _FOREIGN = {"prompt": None, "negative_prompt": None, "height": None, "width": None, "denoise_mask": None,
@@ -84,7 +84,8 @@ def run(args, atomic_write) -> int:
     steps = DEFAULT_STEPS if args.steps is None else args.steps
     options = dict(class_label=spec.default_label if args.class_label is None else args.class_label, steps=steps,
                    cfg=spec.default_cfg if args.cfg is None else args.cfg, seed=args.seed,
-                   batch_size=args.batch_size, t_blend=args.t_blend_start)
+                   batch_size=args.batch_size, t_blend=args.t_blend_start,
+                   sampler=args.sampler if getattr(args, "sampler_given", False) else DEFAULT_SAMPLER)
     try:  # before any weights are read; the message names the flag
         check_generation(spec, image=image, **{k: v for k, v in options.items() if k != "seed"})
     except InputError as e:

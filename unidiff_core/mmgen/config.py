@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # name -> (depth, hidden_size, num_heads). Patch size is the "/N" suffix. The SiT-T entries are the tiny
 # test models of the same layout (the real family is S/B/L/XL).

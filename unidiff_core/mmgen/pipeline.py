@@ -13,11 +13,13 @@ from typing import Callable
 import torch
 
 from ..common.errors import CheckpointError, InputError
-from ..onediffusion.validation import number
+from ..common.samplers import SAMPLERS
+from ..onediffusion.validation import choice, number
 from . import layout
 from .loading import load_model
 from .preprocess import center_crop, to_model_pixels
-from .sampler import MMGenDenoiser, sample_euler_maruyama, sde_schedule
+from .sampler import (DEFAULT_SAMPLER, SAMPLER_NAMES, FlowDenoiser, MMGenDenoiser, ode_schedule,
+                      sample_euler_maruyama, sde_schedule)
 from .tasks import DEFAULT_STEPS, DEFAULT_T_BLEND, NULL_LABEL, get_task
 from .vae import MMGenVAE
 
@@ -34,10 +36,12 @@ class MMGenResult:
     seed: int
     schedule: torch.Tensor  # (steps + 1, 16) float64
     crops: list = field(default_factory=list)  # the condition image(s) as the model saw them (uint8)
+    sampler: str = DEFAULT_SAMPLER
 
 
-def check_generation(task, steps, cfg, batch_size, t_blend, class_label, image) -> None:
+def check_generation(task, steps, cfg, batch_size, t_blend, class_label, image, sampler=DEFAULT_SAMPLER) -> None:
     """Bad inputs raise InputError (named as the node inputs) before any model work."""
+    choice("sampler", sampler, SAMPLER_NAMES)
     number("steps", steps, 1, 10000, integer=True)
     number("batch_size", batch_size, 1, 64, integer=True)
     number("cfg", cfg, 1.0, 100.0)  # the reference refuses < 1 (1 = no guidance)
@@ -77,14 +81,15 @@ class MMGenPipeline:
     @torch.no_grad()
     def generate(self, task: str = "category", image=None, class_label: int | None = None,
                  steps: int = DEFAULT_STEPS, cfg: float | None = None, seed: int = 0, batch_size: int = 1,
-                 t_blend: float = DEFAULT_T_BLEND, callback: Callable | None = None,
+                 t_blend: float = DEFAULT_T_BLEND, sampler: str = DEFAULT_SAMPLER, callback: Callable | None = None,
                  interrupt: Callable | None = None, on_model_call: Callable | None = None) -> MMGenResult:
         """image: a PIL image (or (H, W, 3) uint8 array) of the given modality for the condition tasks;
-        every item of the batch gets the same image and label."""
+        every item of the batch gets the same image and label. sampler: "sde" (the reference's) or one of the
+        deterministic flow samplers (euler, heun, dpmpp_2m). callback(step, total, x, x0) after each step."""
         spec = get_task(task)
         label = spec.default_label if class_label is None else class_label
         cfg = spec.default_cfg if cfg is None else cfg
-        check_generation(spec, steps, cfg, batch_size, t_blend, label, image)
+        check_generation(spec, steps, cfg, batch_size, t_blend, label, image, sampler)
         size = self.config.input_size
         g = torch.Generator().manual_seed(int(seed))
         latents = torch.randn(batch_size, self.config.in_channels, size, size, generator=g)
@@ -102,9 +107,15 @@ class MMGenPipeline:
         labels = torch.full((batch_size,), int(label), dtype=torch.long)
         denoiser = MMGenDenoiser(self.model, labels, None if condition is None else spec.token, cfg,
                                  on_call=on_model_call)
-        out = sample_euler_maruyama(denoiser, latents, schedule, generator=g, callback=callback, interrupt=interrupt)
+        if sampler == "sde":
+            out = sample_euler_maruyama(denoiser, latents, schedule, generator=g, callback=callback,
+                                        interrupt=interrupt)
+        else:
+            out = SAMPLERS[sampler](FlowDenoiser(denoiser, condition, t_blend, self.config.in_channels),
+                                    latents.to(torch.float64), ode_schedule(steps), callback=callback,
+                                    interrupt=interrupt)
         return MMGenResult(out.to(torch.float32), spec.name, labels.tolist(), steps, float(cfg), int(seed),
-                           schedule, crops)
+                           schedule, crops, sampler)
 
     def decode(self, latents: torch.Tensor) -> dict:
         """{modality: (B, 256, 256, 3) uint8} for the four modalities."""

@@ -5,6 +5,10 @@ with one time per latent channel, in float64, as the reference samples.
 float64 state (B, C, H, W) and per-channel times (B, C, 1, 1) and returns the velocity (eps - x0) in float64
 (guidance, labels and the task token live in the denoiser, `MMGenDenoiser`). Channels whose time does not
 change (a held condition) get dt = 0 and stay bit-identical.
+
+The deterministic flow samplers of `common.samplers` (euler, heun, dpmpp_2m) run too, through
+`FlowDenoiser`: MMGen's path is the same rectified flow, so only the per-channel time and the held slot
+(zero velocity) need adapting. "sde" (the reference's sampler) is the default.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from typing import Callable
 import torch
 
 from ..common.errors import Interrupted
+from ..common.flow import NUM_TRAIN_TIMESTEPS, denoised_from_velocity, model_timestep
+from ..common.samplers import SAMPLERS, FlowSchedule
 from .layout import channels
-from .tasks import DEFAULT_T_BLEND
+from .tasks import DEFAULT_SAMPLER, DEFAULT_T_BLEND
 
 LAST_T = 0.04  # the stochastic steps end here; one deterministic step goes to 0
 
@@ -43,12 +49,13 @@ def score_from_velocity(v, x, t):
 def sample_euler_maruyama(denoiser: Callable, x: torch.Tensor, schedule: torch.Tensor,
                           generator: torch.Generator | None = None,
                           noise_sampler: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                          callback: Callable[[int, int, torch.Tensor], None] | None = None,
+                          callback: Callable | None = None,
                           interrupt: Callable[[], bool] | None = None) -> torch.Tensor:
     """x: (B, C, H, W) start (noise, condition slot blended); schedule: (N + 1, C) times. Returns float64.
 
     Every step but the last adds sqrt(2 t) * sqrt(|dt|) * eps, eps ~ N(0, 1) float64 of x's shape, drawn from
     `generator` in step order (or from `noise_sampler(x)`); the last step is deterministic.
+    After each step `callback(step, total, x, x0)` gets the state and the clean latent the model points at.
     """
     if noise_sampler is None:
         def noise_sampler(state):
@@ -65,10 +72,39 @@ def sample_euler_maruyama(denoiser: Callable, x: torch.Tensor, schedule: torch.T
         diffusion = 2 * t_cur
         drift = v - 0.5 * diffusion * score_from_velocity(v, x, t_in)
         mean = x + dt * drift
+        x0 = denoised_from_velocity(x, v, t_in) if callback is not None else None
         x = mean + torch.sqrt(diffusion) * (noise_sampler(x) * torch.sqrt(dt.abs())) if i < n - 1 else mean
         if callback is not None:
-            callback(i, n, x)
+            callback(i, n, x, x0)
     return x
+
+
+SAMPLER_NAMES = (DEFAULT_SAMPLER,) + tuple(SAMPLERS)  # "sde" first: the default
+
+
+def ode_schedule(steps: int) -> FlowSchedule:
+    """Uniform noise levels 1 -> 0 (as the reference's ODE sampler), on the common schedule type."""
+    sigmas = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+    return FlowSchedule(timesteps=model_timestep(sigmas[:-1]), sigmas=sigmas)
+
+
+class FlowDenoiser:
+    """The common samplers' denoiser(x, timestep on 0..1000) over MMGenDenoiser: the generated channels at the
+    schedule's noise level, the held slot at t_blend with zero velocity, so the samplers leave it in place."""
+
+    def __init__(self, denoiser: "MMGenDenoiser", condition: int | None, t_blend: float, num_channels: int = 16):
+        self.denoiser, self.t_blend, self.num_channels = denoiser, t_blend, num_channels
+        self.held = None if condition is None else channels(condition)
+
+    def __call__(self, x: torch.Tensor, timestep) -> torch.Tensor:
+        t = torch.full((x.shape[0], self.num_channels, 1, 1), float(timestep) / NUM_TRAIN_TIMESTEPS,
+                       dtype=torch.float64)
+        if self.held is not None:
+            t[:, self.held] = self.t_blend
+        v = self.denoiser(x.to(torch.float64), t)
+        if self.held is not None:
+            v[:, self.held] = 0
+        return v
 
 
 class MMGenDenoiser:

@@ -41,6 +41,7 @@ TASKS = {t.name: t for t in [
               "segmentation (colour regions) -> a matching RGB image, depth and surface normal"),
 ]}
 DEFAULT_STEPS = 250
+DEFAULT_SAMPLER = "sde"  # the reference's Euler-Maruyama; the common flow samplers are options
 DEFAULT_T_BLEND = 0.005  # the given modality's time: near clean (0 would divide by zero in the sampler)
 
 
