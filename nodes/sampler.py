@@ -130,6 +130,11 @@ def run_sampler(model, text: TextSpec, seed: int, steps: int, guidance: float, w
                 previewer=None, step_cache: float = 0.0, sampler: str = DEFAULT_SAMPLER) -> LatentsResult:
     from ..unidiff_core.common.errors import Interrupted
 
+    if getattr(model, "family", None) == "mmgen":
+        from .mmgen import run_mmgen_sampler
+
+        return run_mmgen_sampler(model, text, seed, steps, guidance, width, height, batch_size, frames, node_id,
+                                 progress, previewer, step_cache)
     request = task_request(text, frames, width, height, steps, guidance)
     pipe = model.ready("text_encoder")
     prompts = [request.prompt] + ([request.negative_prompt or ""] if request.guidance > 1.0 else [])

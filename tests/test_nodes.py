@@ -168,6 +168,11 @@ PUBLIC_API = {
     "UniDiffDecodeMultiView": (["model:UNIDIFF_MODEL", "latents:UNIDIFF_LATENTS"], ["IMAGE", "IMAGE"]),
     "UniDiffDecodeCameras": (["latents:UNIDIFF_LATENTS"], ["STRING"]),
     "UniDiffExampleImage": (["image:COMBO"], ["IMAGE", "MASK"]),
+    "UniDiffMMGenTask": (["task:COMBO", "class_label:STRING", "t_blend_start:FLOAT", "sampler:COMBO"],
+                         ["UNIDIFF_TEXT"]),
+    "UniDiffMMGenFrame": (["image:IMAGE", "modality:COMBO"], ["UNIDIFF_FRAMES"]),
+    "UniDiffMMGenDecode": (["model:UNIDIFF_MODEL", "latents:UNIDIFF_LATENTS", "region:INT", "tolerance:FLOAT"],
+                           ["IMAGE", "IMAGE", "MASK", "IMAGE", "IMAGE", "MASK"]),
 }
 
 
