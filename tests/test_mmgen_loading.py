@@ -137,3 +137,15 @@ def test_family_detection():
     from tests.conftest import TINY_CHECKPOINT
 
     assert family_of(TINY_CHECKPOINT).name == "onediffusion"
+
+
+def test_a_header_length_starting_with_0x80_is_not_taken_for_a_pickle(tmp_path):
+    """The EMA file's header length begins with the byte 0x80, like a pickle's first byte."""
+    assert EMA.read_bytes()[:1] == b"\x80"
+    from unidiff_core.common.safetensors_io import check_safetensors
+
+    check_safetensors(EMA)
+    disguised = tmp_path / "pickle.safetensors"
+    torch.save({"x": torch.zeros(1)}, disguised, _use_new_zipfile_serialization=False)  # starts with 0x80
+    with pytest.raises(CheckpointError, match="pickle/zip file named .safetensors"):
+        check_safetensors(disguised)
