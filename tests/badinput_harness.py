@@ -249,6 +249,7 @@ def run_cli(case: dict, folder: Path, checkpoints: dict) -> tuple[int, str]:
 def run_core(case: dict, folder: Path, checkpoints: dict, pack=None):
     """Call the core API function of a case; returns the exception it raised (or None)."""
     import importlib
+    import inspect
 
     name, kwargs = case["core"][0], case["core"][1]
     module_name, _, fn_name = name.rpartition(".")
@@ -257,8 +258,13 @@ def run_core(case: dict, folder: Path, checkpoints: dict, pack=None):
     else:
         module = importlib.import_module(f"unidiff_core.{module_name}")
     kwargs = Placeholders(folder, checkpoints).expand(kwargs)
+    function = getattr(module, fn_name)
+    if "inputs" in inspect.signature(function).parameters and "inputs" not in kwargs:  # build_request(task, inputs)
+        from unidiff_core.onediffusion.requests import TaskInputs
+
+        kwargs = {"task": kwargs.pop("task"), "inputs": TaskInputs(**kwargs)}
     try:
-        getattr(module, fn_name)(**kwargs)
+        function(**kwargs)
     except (ValueError, FileNotFoundError) as e:
         return e
     return None

@@ -515,13 +515,13 @@ def test_cancel_stops_within_one_step(model, monkeypatch):
 @pytest.mark.parametrize("case, message", [
     ("generated_frame_in_task", "only works with task 'custom'"),
     ("two_images", "takes one image, got 2"),
-    ("labels_on_depth", "takes no labels"),
+    ("labels_on_depth", "task 'image2depth' does not take labels"),
     ("custom_without_frames", "connect frames"),
     ("half_size", "set both, or both to 0"),
-    ("boxes_on_depth", "does not use boxes"),
+    ("boxes_on_depth", "does not take boxes (from UniDiff Layout Boxes)"),
     ("elevations", "2 value(s) for 3 azimuths"),
     ("unknown_task", "unknown task"),
-    ("map_for_text2image", "does not use image (from UniDiff Condition Map)"),
+    ("map_for_text2image", "does not take image (from UniDiff Condition Map)"),
     ("no_boxes", "no box yet"),
 ])
 def test_errors_name_the_fix(model, case, message):
