@@ -13,7 +13,7 @@ from ..unidiff_core.common.errors import InputError, Interrupted
 from ..unidiff_core.mmgen import layout
 from ..unidiff_core.mmgen.classes import parse_class_label
 from ..unidiff_core.mmgen.tasks import TASKS
-from ..unidiff_core.onediffusion.validation import message
+from ..unidiff_core.common.checks import message
 from . import host
 from .common import CATEGORY, FRAMES, LATENTS, MODEL, TEXT, image_list
 
@@ -230,17 +230,16 @@ class UniDiffMMGenFrame:
         }}
 
     def frame(self, image, modality):
-        import numpy as np
         from PIL import Image
 
-        from ..unidiff_core.mmgen.preprocess import center_crop, tensor_to_crop
+        from ..unidiff_core.common.images import to_uint8
+        from ..unidiff_core.mmgen.preprocess import center_crop
 
         images = image_list(image)
         if len(images) != 1:
             raise InputError("image", f"a batch of {len(images)}", "MMGen takes one given image",
                              "pass a single image (the Sampler's batch_size repeats it)")
-        pixels = tensor_to_crop(images[0])
-        return (MMGenFrame(modality, center_crop(Image.fromarray(np.ascontiguousarray(pixels)))),)
+        return (MMGenFrame(modality, center_crop(Image.fromarray(to_uint8(images[0])))),)
 
 
 class UniDiffMMGenDecode:

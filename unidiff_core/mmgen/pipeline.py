@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+from PIL import Image
 
+from ..common.checks import choice, number
 from ..common.errors import CheckpointError, InputError
+from ..common.images import to_uint8
 from ..common.samplers import SAMPLERS
-from ..onediffusion.validation import choice, number
 from . import layout
 from .loading import load_model
 from .preprocess import center_crop, to_model_pixels
@@ -83,7 +85,7 @@ class MMGenPipeline:
                  steps: int = DEFAULT_STEPS, cfg: float | None = None, seed: int = 0, batch_size: int = 1,
                  t_blend: float = DEFAULT_T_BLEND, sampler: str = DEFAULT_SAMPLER, callback: Callable | None = None,
                  interrupt: Callable | None = None, on_model_call: Callable | None = None) -> MMGenResult:
-        """image: a PIL image (or (H, W, 3) uint8 array) of the given modality for the condition tasks;
+        """image: a PIL image (or an image array / tensor) of the given modality for the condition tasks;
         every item of the batch gets the same image and label. sampler: "sde" (the reference's) or one of the
         deterministic flow samplers (euler, heun, dpmpp_2m). callback(step, total, x, x0) after each step."""
         spec = get_task(task)
@@ -96,7 +98,10 @@ class MMGenPipeline:
         crops = []
         condition = None
         if spec.condition is not None:
-            crop = center_crop(image, size * 8) if not hasattr(image, "shape") else image
+            # A PIL image, or an array / tensor (a 256² uint8 crop passes through unchanged: Pillow does not
+            # resample to the same size).
+            pil = image if isinstance(image, Image.Image) else Image.fromarray(to_uint8(image))
+            crop = center_crop(pil, size * 8)
             crops = [crop] * batch_size
             z = self.vae.encode(to_model_pixels(crops), generator=g)
             condition = layout.modality_index(spec.condition)

@@ -31,9 +31,3 @@ def to_model_pixels(crops: list[np.ndarray]) -> torch.Tensor:
     pixels = torch.stack([torch.from_numpy(np.array(c)).permute(2, 0, 1).float().div(255) for c in crops])
     half = torch.tensor(0.5)
     return pixels.sub_(half).div_(half)
-
-
-def tensor_to_crop(image: torch.Tensor) -> np.ndarray:
-    """A ComfyUI-style (H, W, 3) float 0..1 image -> uint8, rounded (what saving it as a PNG gives)."""
-    arr = (image.detach().float().clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
-    return arr

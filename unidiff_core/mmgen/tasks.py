@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..onediffusion.validation import choice
+from ..common.checks import choice
 from .layout import MODALITIES, task_token
 
 NULL_LABEL = 1000  # ImageNet has 1000 classes; row 1000 of the label table means "no class"
