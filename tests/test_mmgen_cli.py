@@ -95,3 +95,10 @@ def test_sampler_flag(tmp_path, checkpoints):
     ode = load_file(latents)["latents"]
     assert (ode - final_latents("rgb2x")).abs().max() > 1e-2
     assert (ode[:, :4] - final_latents("rgb2x")[:, :4]).abs().max() <= TOL  # the held RGB slot
+
+
+def test_fp16_on_the_cpu_is_refused_before_loading(tmp_path, capsys):
+    argv = ["run", "--checkpoint", str(EMA), "--vae", str(VAE), "--task", "category", "--steps", "1",
+            "--dtype", "fp16", "--device", "cpu", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "--dtype: fp16 is not supported on the CPU" in capsys.readouterr().err

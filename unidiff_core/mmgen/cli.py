@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..common.checks import dtype_on_device
 from ..common.errors import InputError
 from .layout import MODALITIES
 from .tasks import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_T_BLEND, TASKS
@@ -87,6 +88,7 @@ def run(args, atomic_write) -> int:
                    batch_size=args.batch_size, t_blend=args.t_blend_start,
                    sampler=args.sampler if getattr(args, "sampler_given", False) else DEFAULT_SAMPLER)
     try:  # before any weights are read; the message names the flag
+        dtype_on_device(args.dtype, args.device)
         check_generation(spec, image=image, **{k: v for k, v in options.items() if k != "seed"})
     except InputError as e:
         flag = "--" + {"t_blend": "t_blend_start"}.get(e.input_name, e.input_name).replace("_", "-")
