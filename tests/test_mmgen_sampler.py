@@ -127,3 +127,12 @@ def test_common_flow_samplers_run_with_the_condition_held(pipe, sampler):
 def test_unknown_sampler_is_named(pipe):
     with pytest.raises(InputError, match="sampler: not one of the choices"):
         pipe.generate("category", steps=1, sampler="ddim")
+
+
+def test_bf16_model_runs_with_the_float64_sampler():
+    from unidiff_core.mmgen.loading import load_model
+
+    model = load_model(EMA, dtype=torch.bfloat16)
+    assert model.dtype == torch.bfloat16
+    out = MMGenPipeline(model, None).generate("category", class_label=3, steps=2, seed=1)
+    assert out.latents.dtype == torch.float32 and torch.isfinite(out.latents).all()
