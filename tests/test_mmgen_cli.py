@@ -102,3 +102,10 @@ def test_fp16_on_the_cpu_is_refused_before_loading(tmp_path, capsys):
             "--dtype", "fp16", "--device", "cpu", "--out", str(tmp_path)]
     assert main(argv) == 2
     assert "--dtype: fp16 is not supported on the CPU" in capsys.readouterr().err
+
+
+def test_tasks_listing_has_the_mmgen_modes(capsys):
+    assert main(["tasks"]) == 0
+    text = capsys.readouterr().out
+    for name in ("category", "rgb2x", "depth2x", "normal2x", "mask2x"):
+        assert f"  {name:<10} token" in text

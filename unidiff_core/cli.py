@@ -17,6 +17,7 @@ from .common.samplers import DEFAULT_SAMPLER, sampler_names
 from .families import family_of
 from .mmgen import cli as mmgen_cli
 from .mmgen.detect import is_mmgen_checkpoint
+from .mmgen.tasks import tasks_text as mmgen_tasks_text
 
 
 def _floats(text: str) -> list:
@@ -359,6 +360,8 @@ def list_tasks(args) -> int:
         print(tasks.tasks_markdown())
     else:
         print(tasks.tasks_text())
+        print()
+        print(mmgen_tasks_text())
     return 0
 
 

@@ -51,3 +51,13 @@ def task_names() -> list[str]:
 
 def get_task(name: str) -> MMGenTask:
     return TASKS[choice("task", name, TASKS)]
+
+
+def tasks_text() -> str:
+    """The table for `python -m unidiff_core tasks` (MMGen part)."""
+    lines = ["MMGen tasks (an MMGen checkpoint; run --task NAME [--image IN.png] [--class-label N]):"]
+    for t in TASKS.values():
+        given = f"given {t.condition}" if t.condition else "given a class label"
+        lines.append(f"  {t.name:<10} token {t.token}  {given}; defaults: class {t.default_label}, cfg "
+                     f"{t.default_cfg}, steps {DEFAULT_STEPS}, sampler {DEFAULT_SAMPLER}  - {t.description}")
+    return "\n".join(lines)
