@@ -14,13 +14,25 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "mmgen"
 EMA = FIXTURES / "tiny-mmgen" / "0600000.ema.safetensors"
 VAE = FIXTURES / "tiny-mmgen" / "vae"
 CASES = ["category_cfg4", "category_nocfg_b2", "rgb2x", "depth2x_cfg1.8"]
+# More reference cases (made the same way on the development machine): normal and mask conditions, a 1100x600
+# mask (BOX halving), t_blend 0.02, one step with CFG, and a second tiny checkpoint (SiT-T/4: patch 4, 2 heads,
+# 3 blocks, explicit attention, the RGB fine-tune recipe) with batches of 1 and 3.
+EXTRA_CASES = ["extra/normal2x", "extra/mask2x_big", "extra/category_steps1_b2", "extra/t4_rgb2x",
+               "extra/t4_category"]
+T4_EMA = FIXTURES / "tiny-t4" / "0620000.ema.safetensors"
 TASK_OF = {"category": "category", "rgb": "rgb2x", "depth": "depth2x", "normal": "normal2x", "mask": "mask2x"}
 TOL = 1e-4
 
 
-def training_args() -> dict:
-    with safe_open(str(EMA), framework="pt") as f:
+def training_args(ema_file: Path = EMA) -> dict:
+    with safe_open(str(ema_file), framework="pt") as f:
         return json.loads(f.metadata()["mmgen_ref"])["args"]
+
+
+def checkpoint_of(name: str) -> Path:
+    """The EMA safetensors a case ran on."""
+    c = json.loads((FIXTURES / name / "case.json").read_text())
+    return T4_EMA if c["checkpoint"]["id"] == "t4" else EMA
 
 
 def write_released_pt(path: Path, args_as_dict: bool = False, ema=None, args: dict | None = None) -> Path:

@@ -13,7 +13,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from tests.conftest import ROOT
-from tests.mmgen_common import EMA, TOL, VAE, case, final_latents, write_released_pt
+from tests.mmgen_common import (EMA, EXTRA_CASES, T4_EMA, TOL, VAE, case, checkpoint_of, final_latents,
+                                training_args, write_released_pt)
 from unidiff_core.cli import main
 
 
@@ -109,3 +110,14 @@ def test_tasks_listing_has_the_mmgen_modes(capsys):
     text = capsys.readouterr().out
     for name in ("category", "rgb2x", "depth2x", "normal2x", "mask2x"):
         assert f"  {name:<10} token" in text
+
+
+@pytest.mark.parametrize("name", EXTRA_CASES)
+def test_cli_reproduces_the_extra_cases(tmp_path, checkpoints, name):
+    if checkpoint_of(name) == T4_EMA:
+        ckpt = write_released_pt(tmp_path / "0620000.pt", ema=load_file(T4_EMA), args=training_args(T4_EMA))
+    else:
+        ckpt = checkpoints["pt"]
+    latents = tmp_path / "latents.safetensors"
+    assert main(contract(name, ckpt, latents, tmp_path / "out")) == 0
+    assert (load_file(latents)["latents"] - final_latents(name)).abs().max() <= TOL

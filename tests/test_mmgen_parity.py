@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.mmgen_common import CASES, FIXTURES, TOL, VAE, case, final_latents, write_released_pt
+from tests.mmgen_common import (CASES, EXTRA_CASES, FIXTURES, TOL, VAE, case, checkpoint_of, final_latents,
+                                training_args, write_released_pt)
 from unidiff_core.mmgen.pipeline import MMGenPipeline
 from unidiff_core.mmgen.preprocess import center_crop, to_model_pixels
 
@@ -89,3 +90,29 @@ def test_guidance_with_the_null_label_changes_nothing(pipe):
     b = pipe.generate("rgb2x", image=Image.open(c["image"]), class_label=1000, steps=c["steps"], cfg=3.0,
                       seed=c["seed"])
     assert (a.latents - b.latents).abs().max() <= 1e-5
+
+
+@pytest.fixture(scope="module")
+def pipes(tmp_path_factory, pipe):
+    """A pipeline per checkpoint of the extra cases (each loaded from its released .pt form)."""
+    from tests.mmgen_common import EMA, T4_EMA
+
+    t4 = write_released_pt(tmp_path_factory.mktemp("t4") / "0620000.pt", ema=load_file(T4_EMA),
+                           args=training_args(T4_EMA))
+    return {EMA: pipe, T4_EMA: MMGenPipeline.from_pretrained(t4, vae=VAE)}
+
+
+@pytest.mark.parametrize("name", EXTRA_CASES)
+def test_extra_cases_match_the_reference(pipes, name):
+    result = run_case(pipes[checkpoint_of(name)], name)
+    ref = final_latents(name)
+    assert result.latents.shape == ref.shape
+    assert (result.latents - ref).abs().max() <= TOL
+
+
+def test_the_second_checkpoint_is_another_architecture(pipes):
+    from tests.mmgen_common import T4_EMA
+
+    config = pipes[T4_EMA].config
+    assert (config.model_name, config.patch_size, config.num_heads, config.depth, config.fused_attn) == \
+        ("SiT-T/4", 4, 2, 3, False)
