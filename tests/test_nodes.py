@@ -287,6 +287,23 @@ def test_host_fallbacks_without_comfyui():
     bar.update_absolute(2, 3, None)
     with pytest.raises(Interrupted):
         host.raise_interrupted(Interrupted("stop"))
+    defaults = pipeline_class().OPERATIONS
+    assert host.operations(defaults, torch.bfloat16, torch.bfloat16) is defaults  # the core's own layers
+    assert host.attention() is None  # the core's SDPA
+
+
+def pipeline_class():
+    return importlib.import_module(f"{PACK_NAME}.unidiff_core.onediffusion.pipeline").UniDiffPipeline
+
+
+def test_model_parts_are_the_pipelines_modules(model):
+    """The Loader manages whatever torch modules the pipeline names (a family's own parts), each whole
+    on the compute device after ready()."""
+    modules = model.pipeline.modules()
+    assert set(model.parts) == set(modules) == {"text_encoder", "transformer", "vae"}
+    assert all(model.parts[name].module is module for name, module in modules.items())
+    pipe = model.ready("transformer")
+    assert pipe is model.pipeline and pipe.transformer.device == model.parts["transformer"].load_device
 
 
 # ------------------------------------------------------------------------------------ loader
