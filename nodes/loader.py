@@ -93,7 +93,8 @@ def load_model(ckpt_name: str, vae_name: str = host.FROM_CHECKPOINT, text_encode
 
         _CACHE.clear()
         host.soft_empty_cache()
-        _CACHE[key] = load_mmgen(ckpt_name, ckpt, vae, resolved, weight_format, load_device)
+        pipeline = load_mmgen(ckpt_name, ckpt, vae, resolved, weight_format, load_device)
+        _CACHE[key] = UniDiffModel(pipeline, ckpt_name, resolved, load_device, host.offload_device())
         return _CACHE[key]
     tokenizer = _tokenizer_for(t5, ckpt)
     # A bad checkpoint (pickle, truncated, wrong config, missing folder) fails here, before the loaded model

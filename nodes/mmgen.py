@@ -1,6 +1,7 @@
 """MMGen nodes: the task and class label, the given modality, and the decoder of the four modalities.
 
-The UniDiff Loader loads MMGen checkpoints (the family is detected) and the Multi-Frame Sampler runs them:
+The UniDiff Loader loads MMGen checkpoints (the family is detected; its UNIDIFF_MODEL holds an MMGenPipeline) and
+the Multi-Frame Sampler runs them:
 MMGen Task goes into its `text` input and MMGen Modality Frame into its `frames` input.
 """
 
@@ -56,27 +57,10 @@ class MMGenLatents:
         return f"MMGenLatents(task={self.result.task!r}, latents={tuple(self.latents.shape)})"
 
 
-class MMGenModel:
-    """The UNIDIFF_MODEL value for MMGen: the pipeline and one memory-managed part per module."""
-
-    family = "mmgen"
-
-    def __init__(self, pipeline, name: str, dtype: str, load_device, offload_device):
-        self.pipeline, self.name, self.dtype = pipeline, name, dtype
-        modules = {"transformer": pipeline.model, "vae": pipeline.vae.model}
-        self.parts = {n: host.ManagedPart(n, m, load_device, offload_device) for n, m in modules.items()}
-
-    def ready(self, *names: str):
-        host.load_parts([self.parts[n] for n in names])
-        return self.pipeline
-
-    def __repr__(self):
-        return f"MMGenModel({self.name!r}, {self.dtype})"
-
-
 # ------------------------------------------------------------------------------------ loading
-def load_mmgen(ckpt_name: str, ckpt: str, vae: str | None, dtype: str, weight_format: str, load_device) -> MMGenModel:
-    """Called by the UniDiff Loader for an MMGen checkpoint; the VAE defaults to models/vae/sd-vae-ft-mse."""
+def load_mmgen(ckpt_name: str, ckpt: str, vae: str | None, dtype: str, weight_format: str, load_device):
+    """The MMGenPipeline of an MMGen checkpoint, for the UniDiff Loader; the VAE defaults to
+    models/vae/sd-vae-ft-mse."""
     from ..unidiff_core.mmgen.pipeline import MMGenPipeline
 
     if weight_format != "default":
@@ -93,7 +77,7 @@ def load_mmgen(ckpt_name: str, ckpt: str, vae: str | None, dtype: str, weight_fo
     started = time.perf_counter()
     pipeline = MMGenPipeline.from_pretrained(ckpt, vae=vae, dtype=dtype, device=str(load_device))
     host.log.info("UniDiff: loaded MMGen checkpoint %s in %.1f s", ckpt_name, time.perf_counter() - started)
-    return MMGenModel(pipeline, ckpt_name, dtype, load_device, host.offload_device())
+    return pipeline
 
 
 # ------------------------------------------------------------------------------------ sampling

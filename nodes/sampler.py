@@ -71,7 +71,7 @@ def run_sampler(model, text: TextSpec, seed: int, steps: int, guidance: float, w
                 previewer=None, step_cache: float = 0.0, sampler: str = DEFAULT_SAMPLER) -> LatentsResult:
     from ..unidiff_core.common.errors import Interrupted
 
-    if getattr(model, "family", None) == "mmgen":
+    if getattr(model.pipeline, "family", None) == "mmgen":
         from .mmgen import run_mmgen_sampler
 
         return run_mmgen_sampler(model, text, seed, steps, guidance, width, height, batch_size, frames, node_id,

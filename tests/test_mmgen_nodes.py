@@ -62,7 +62,8 @@ def run(model, name, **extra):
 def test_loader_lists_and_detects_mmgen(models_dir, model):
     names = host.list_checkpoints()
     assert "MMGen" in names and "0600000.pt" in names
-    assert model.family == "mmgen" and model.pipeline.config.model_name == "SiT-T/2"
+    assert model.pipeline.family == "mmgen" and model.pipeline.config.model_name == "SiT-T/2"
+    assert set(model.parts) == {"transformer", "vae"}
 
 
 @pytest.mark.parametrize("name", ["category_cfg4", "category_nocfg_b2", "rgb2x", "depth2x_cfg1.8"])

@@ -80,6 +80,10 @@ class MMGenPipeline:
     def config(self):
         return self.model.config
 
+    def modules(self) -> dict:
+        """The torch modules a host manages (moves between devices, offloads), by part name."""
+        return {"transformer": self.model, "vae": self.vae.model}
+
     @torch.no_grad()
     def generate(self, task: str = "category", image=None, class_label: int | None = None,
                  steps: int = DEFAULT_STEPS, cfg: float | None = None, seed: int = 0, batch_size: int = 1,
