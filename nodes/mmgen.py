@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from ..unidiff_core.common.checks import message
 from ..unidiff_core.common.errors import InputError, Interrupted
 from ..unidiff_core.mmgen import layout
 from ..unidiff_core.mmgen.classes import parse_class_label
 from ..unidiff_core.mmgen.tasks import TASKS
-from ..unidiff_core.common.checks import message
 from . import host
 from .common import CATEGORY, FRAMES, LATENTS, MODEL, TEXT, image_list
 
@@ -81,6 +81,13 @@ def load_mmgen(ckpt_name: str, ckpt: str, vae: str | None, dtype: str, weight_fo
 
 
 # ------------------------------------------------------------------------------------ sampling
+def is_mmgen_run(model, text, frames) -> bool:
+    """Does the Multi-Frame Sampler run MMGen: an MMGen model, or MMGen nodes connected (then the model is
+    checked and named)?"""
+    return (getattr(getattr(model, "pipeline", None), "family", None) == "mmgen"
+            or isinstance(text, MMGenSpec) or isinstance(frames, MMGenFrame))
+
+
 def _check_spec(text) -> MMGenSpec:
     if not isinstance(text, MMGenSpec):
         raise ValueError(f"text: an MMGen model takes UniDiff MMGen Task here, got {type(text).__name__} (UniDiff "
@@ -104,6 +111,9 @@ def _condition_image(spec: MMGenSpec, frames):
 def run_mmgen_sampler(model, text, seed, steps, guidance, width, height, batch_size, frames=None, node_id=None,
                       progress=None, previewer=None, step_cache: float = 0.0) -> MMGenLatents:
     """The Multi-Frame Sampler's run for an MMGen model (same widgets; MMGen is fixed at 256²)."""
+    if getattr(model.pipeline, "family", None) != "mmgen":
+        raise ValueError(f"model: UniDiff MMGen Task / Modality Frame need an MMGen checkpoint, got {model!r}; "
+                         "load MMGen in UniDiff Loader, or use UniDiff Text Encode and the frame nodes")
     spec = _check_spec(text)
     if (int(width), int(height)) not in ((0, 0), (layout.RESOLUTION, layout.RESOLUTION)):
         raise InputError("width/height", (width, height), "MMGen generates 256x256 only", "set both to 0 or 256")

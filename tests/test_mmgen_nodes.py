@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import ROOT
+from tests.conftest import GOLDEN, ROOT
 from tests.mmgen_common import TOL, VAE, case, final_latents, write_released_pt
 
 sys.path.insert(0, str(ROOT / "example_workflows"))
@@ -24,13 +24,15 @@ M = pack.NODE_CLASS_MAPPINGS
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory):
-    """models/unidiff/MMGen (converted), models/unidiff/0600000.pt, models/vae/sd-vae-ft-mse (the tiny VAE)."""
+    """models/unidiff/MMGen (converted), models/unidiff/0600000.pt, models/vae/sd-vae-ft-mse (the tiny VAE), and
+    the tiny OneDiffusion."""
     from unidiff_core.mmgen.loading import convert
 
     root = tmp_path_factory.mktemp("models")
     (root / "unidiff").mkdir()
     pt = write_released_pt(root / "unidiff" / "0600000.pt")
     convert(pt, root / "unidiff" / "MMGen")
+    (root / "unidiff" / "tiny-onediffusion").symlink_to(GOLDEN / "tiny-onediffusion")
     (root / "vae").mkdir()
     (root / "vae" / "sd-vae-ft-mse").symlink_to(VAE)
     saved = {k: list(v) for k, v in host.FALLBACK_FOLDERS.items()}
@@ -61,7 +63,7 @@ def run(model, name, **extra):
 
 def test_loader_lists_and_detects_mmgen(models_dir, model):
     names = host.list_checkpoints()
-    assert "MMGen" in names and "0600000.pt" in names
+    assert {"MMGen", "0600000.pt", "tiny-onediffusion"} <= set(names)
     assert model.pipeline.family == "mmgen" and model.pipeline.config.model_name == "SiT-T/2"
     assert set(model.parts) == {"transformer", "vae"}
 
@@ -122,3 +124,10 @@ def test_node_errors(model):
     assert v(class_label="none", t_blend_start=0.0, task="depth2x").startswith("t_blend_start: must be above 0")
     with pytest.raises(ValueError, match="a batch of 2"):
         M["UniDiffMMGenFrame"]().frame(torch.zeros(2, 8, 8, 3), "rgb")
+
+
+def test_mmgen_nodes_on_a_onediffusion_model_are_named(models_dir):
+    one = M["UniDiffLoader"]().load("tiny-onediffusion", host.FROM_CHECKPOINT, host.FROM_CHECKPOINT, "fp32")[0]
+    (task,) = M["UniDiffMMGenTask"]().encode("category", "3")
+    with pytest.raises(ValueError, match="model: UniDiff MMGen Task / Modality Frame need an MMGen checkpoint"):
+        M["UniDiffSampler"]().sample(one, task, 0, 1, 1.0, 0, 0, 1, True)
