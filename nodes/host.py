@@ -16,6 +16,8 @@ import logging
 import os
 import time
 
+from ..unidiff_core.mmgen.detect import TRAINING_SUFFIXES, is_mmgen_checkpoint  # torch-free
+
 log = logging.getLogger("UniDiff")
 
 MODEL_FOLDER = "unidiff"  # models/unidiff/: diffusers-layout folders or single transformer .safetensors
@@ -133,7 +135,7 @@ def walk(base: str, what: str):
         yield root, dirs, files
 
 
-def _scan(folder: str, want_dir, want_files: bool) -> list[str]:
+def _scan(folder: str, want_dir, want_files: bool, suffixes=None) -> list[str]:
     """Relative names ('/'-separated) of matching sub-folders (not descended into) and weight files."""
     names = set()
     for base in folder_dirs(folder):
@@ -152,7 +154,7 @@ def _scan(folder: str, want_dir, want_files: bool) -> list[str]:
             dirs[:] = keep
             if want_files:
                 for f in files:
-                    if _is_weight_file(f):
+                    if _is_weight_file(f) or (suffixes and os.path.splitext(f)[1].lower() in suffixes):
                         names.add(f if rel_root == "." else f"{rel_root}/{f}".replace(os.sep, "/"))
     return sorted(names, key=str.lower)
 
@@ -166,8 +168,10 @@ def _is_config_dir(path: str) -> bool:
 
 
 def list_checkpoints() -> list[str]:
-    """models/unidiff/: diffusers-layout folders (with transformer/) and single transformer files."""
-    return _scan(MODEL_FOLDER, is_diffusers_checkpoint, want_files=True)
+    """models/unidiff/: diffusers-layout folders (with transformer/) and single transformer files; MMGen's
+    released .pt files and converted folders."""
+    return _scan(MODEL_FOLDER, lambda p: is_diffusers_checkpoint(p) or is_mmgen_checkpoint(p), want_files=True,
+                 suffixes=TRAINING_SUFFIXES)
 
 
 def list_vaes() -> list[str]:
@@ -449,16 +453,17 @@ def progress_bar(total: int, node_id=None):
         return utils.ProgressBar(total)
 
 
-def latent_previewer():
+def latent_previewer(latent_format: str = "SD3"):
     """fn(latent (1, 16, h, w)) -> PIL image per ComfyUI's --preview-method (latent2rgb / TAESD3 with
-    the SD3 latent format), or None when previews are off or ComfyUI is absent."""
+    the SD3 latent format; "SD15" for MMGen's 4-channel SD-VAE latents), or None when previews are off or
+    ComfyUI is absent."""
     if not available():
         return None
     latent_preview, formats = _comfy("latent_preview"), _comfy("comfy.latent_formats")
     if latent_preview is None or formats is None:
         return None
     try:
-        previewer = latent_preview.get_previewer(torch_device(), formats.SD3())
+        previewer = latent_preview.get_previewer(torch_device(), getattr(formats, latent_format)())
     except Exception as e:  # noqa: BLE001 - a broken previewer must never stop sampling
         log.warning("UniDiff: no live preview (%s)", e)
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+from ..unidiff_core.families import family_of
 from . import host
 from .common import CATEGORY, MODEL
 
@@ -88,6 +89,14 @@ def load_model(ckpt_name: str, vae_name: str = host.FROM_CHECKPOINT, text_encode
     key = (ckpt, vae, t5, resolved, weight_format, str(load_device), _stamp(ckpt), _stamp(vae), _stamp(t5))
     if key in _CACHE:
         return _CACHE[key]
+    if family_of(ckpt).name == "mmgen":  # its own parts: the SiT and the SD VAE, no text encoder
+        from .mmgen import load_mmgen
+
+        _CACHE.clear()
+        host.soft_empty_cache()
+        pipeline = load_mmgen(ckpt_name, ckpt, vae, resolved, weight_format, load_device)
+        _CACHE[key] = UniDiffModel(pipeline, ckpt_name, resolved, load_device, host.offload_device())
+        return _CACHE[key]
     tokenizer = _tokenizer_for(t5, ckpt)
     # A bad checkpoint (pickle, truncated, wrong config, missing folder) fails here, before the loaded model
     # is dropped: the next prompt with the good one does not reload it.
@@ -137,9 +146,10 @@ def clear_cache() -> None:
 
 class UniDiffLoader:
     DESCRIPTION = ("Loads a OneDiffusion checkpoint from models/unidiff/ (a diffusers-layout folder, or a single "
-                   "transformer .safetensors with the VAE and T5 picked below). It stays loaded between runs; "
-                   "ComfyUI offloads it when other models need the GPU, and loads the transformer partially "
-                   "(streaming the rest) when VRAM is short.")
+                   "transformer .safetensors with the VAE and T5 picked below), or an MMGen checkpoint (its released "
+                   ".pt, a converted folder or EMA .safetensors; the SD VAE from models/vae/, sd-vae-ft-mse by "
+                   "default). It stays loaded between runs; ComfyUI offloads it when other models need the GPU, and "
+                   "loads the OneDiffusion transformer partially (streaming the rest) when VRAM is short.")
     CATEGORY = CATEGORY + "/loaders"
     RETURN_TYPES = (MODEL,)
     RETURN_NAMES = ("model",)

@@ -9,6 +9,7 @@ from ..unidiff_core.common.samplers import DEFAULT_SAMPLER, sampler_names
 from . import host
 from .common import CATEGORY, FRAMES, LATENTS, MODEL, TEXT, validate
 from .frames import chain
+from .mmgen import is_mmgen_run, run_mmgen_sampler
 from .text import TextSpec
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
@@ -71,6 +72,9 @@ def run_sampler(model, text: TextSpec, seed: int, steps: int, guidance: float, w
                 previewer=None, step_cache: float = 0.0, sampler: str = DEFAULT_SAMPLER) -> LatentsResult:
     from ..unidiff_core.common.errors import Interrupted
 
+    if is_mmgen_run(model, text, frames):
+        return run_mmgen_sampler(model, text, seed, steps, guidance, width, height, batch_size, frames, node_id,
+                                 progress, previewer, step_cache)
     request = task_request(text, frames, width, height, steps, guidance)
     model.pipeline.check_generate(**request.generate_kwargs(), seed=seed, batch_size=batch_size, crop=bool(crop),
                                   step_cache_threshold=step_cache, sampler=sampler)  # all checked before the encoder runs

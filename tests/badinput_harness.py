@@ -34,6 +34,7 @@ CASES_FILE = HERE / "bad_inputs.json"
 WORKFLOWS = ROOT / "example_workflows" / "api"
 TINY = HERE / "fixtures" / "golden" / "tiny-onediffusion"
 TINY_NAME = "tiny-onediffusion"
+MMGEN_TINY_NAME = "tiny-mmgen.safetensors"  # as tests/realhost/comfy_server.py installs it
 OUTPUT_CLASSES = {"SaveImage", "PreviewImage", "PreviewAny"}
 
 # Bad checkpoints next to the tiny one in models/unidiff/ (what make_checkpoints builds).
@@ -60,14 +61,15 @@ def load_api(name: str) -> dict:
 
 
 def tiny(prompt: dict, steps: int = 2, size: int = 64, ckpt: str = TINY_NAME) -> dict:
-    """The graph on the tiny checkpoint: few steps, small size."""
+    """The graph on the tiny checkpoint: few steps, small size (MMGen graphs: the tiny MMGen, 256² only)."""
     prompt = copy.deepcopy(prompt)
+    mmgen = any(n["class_type"] == "UniDiffMMGenTask" for n in prompt.values())
     for node in prompt.values():
         inputs = node["inputs"]
         if node["class_type"] == "UniDiffLoader":
-            inputs["ckpt_name"] = ckpt
+            inputs["ckpt_name"] = MMGEN_TINY_NAME if mmgen else ckpt
         elif node["class_type"] == "UniDiffSampler":
-            inputs.update(steps=steps, width=size, height=size)
+            inputs.update(steps=steps, **({} if mmgen else dict(width=size, height=size)))
     return prompt
 
 

@@ -78,12 +78,18 @@ def model_folders(**folders):
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory):
-    """A models/ root with the tiny checkpoint as models/unidiff/tiny-onediffusion."""
+    """A models/ root with the tiny checkpoint as models/unidiff/tiny-onediffusion, and the tiny MMGen as
+    models/unidiff/MMGen (converted) with its VAE as models/vae/sd-vae-ft-mse."""
+    from tests.mmgen_common import VAE as MMGEN_VAE, write_released_pt
+    from unidiff_core.mmgen.loading import convert
+
     root = tmp_path_factory.mktemp("models")
     (root / "unidiff").mkdir()
     (root / "unidiff" / "tiny-onediffusion").symlink_to(GOLDEN / "tiny-onediffusion")
+    convert(write_released_pt(root / "0600000.pt"), root / "unidiff" / "MMGen")
     (root / "vae").mkdir()
     (root / "vae" / "tiny_vae").symlink_to(GOLDEN / "tiny-onediffusion" / "vae")
+    (root / "vae" / "sd-vae-ft-mse").symlink_to(MMGEN_VAE)
     (root / "text_encoders").mkdir()
     (root / "text_encoders" / "tiny_t5").symlink_to(GOLDEN / "tiny-onediffusion" / "text_encoder")
     with model_folders(unidiff=[root / "unidiff"], vae=[root / "vae"], text_encoders=[root / "text_encoders"]):
@@ -168,6 +174,11 @@ PUBLIC_API = {
     "UniDiffDecodeMultiView": (["model:UNIDIFF_MODEL", "latents:UNIDIFF_LATENTS"], ["IMAGE", "IMAGE"]),
     "UniDiffDecodeCameras": (["latents:UNIDIFF_LATENTS"], ["STRING"]),
     "UniDiffExampleImage": (["image:COMBO"], ["IMAGE", "MASK"]),
+    "UniDiffMMGenTask": (["task:COMBO", "class_label:STRING", "t_blend_start:FLOAT", "sampler:COMBO"],
+                         ["UNIDIFF_TEXT"]),
+    "UniDiffMMGenFrame": (["image:IMAGE", "modality:COMBO"], ["UNIDIFF_FRAMES"]),
+    "UniDiffMMGenDecode": (["model:UNIDIFF_MODEL", "latents:UNIDIFF_LATENTS", "region:INT", "tolerance:FLOAT"],
+                           ["IMAGE", "IMAGE", "MASK", "IMAGE", "IMAGE", "MASK"]),
 }
 
 

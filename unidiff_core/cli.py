@@ -15,6 +15,9 @@ from .common import checks
 from .common.errors import InputError
 from .common.samplers import DEFAULT_SAMPLER, sampler_names
 from .families import family_of
+from .mmgen import cli as mmgen_cli
+from .mmgen.detect import is_mmgen_checkpoint
+from .mmgen.tasks import tasks_text as mmgen_tasks_text
 
 
 def _finite(text: str) -> float:
@@ -31,6 +34,14 @@ def _floats(text: str) -> list:
         return checks.numbers(text, "value", allow_none=True)
     except InputError as e:
         raise argparse.ArgumentTypeError(f"{text!r}: {e.problem}; {e.fix}") from None
+
+
+class _Given(argparse.Action):
+    """Stores the value and notes that it was given (MMGen's default sampler differs from OneDiffusion's)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, self.dest + "_given", True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,9 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--step-cache", type=_finite, default=0.0, metavar="THRESHOLD",
                      help="first-block step cache: skip most of the transformer on steps whose first-block output "
                           "changed by less than THRESHOLD (relative L1, e.g. 0.05-0.1); faster, approximate; 0 = off")
-    gen.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=sampler_names(),
+    gen.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=sampler_names() + ["sde"], action=_Given,
                      help="euler (the reference's, default), heun (2nd order, ~2 model calls per step) or dpmpp_2m "
-                          "(DPM-Solver++(2M), 2nd order, 1 call per step)")
+                          "(DPM-Solver++(2M), 2nd order, 1 call per step); MMGen: sde (its reference's "
+                          "Euler-Maruyama, default) or those three")
     mv = run.add_argument_group("multi-view (interleaved image/ray frames)")
     mv.add_argument("--azimuths", type=_floats, help="per view, degrees, 'none' = unknown camera, e.g. 0,30,none")
     mv.add_argument("--elevations", type=_floats)
@@ -77,9 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "as the reference demos)")
     mv.add_argument("--focal", type=_finite, default=None, help="normalised focal length (default 1.3887)")
     add_task_arguments(run)
+    mmgen_cli.add_arguments(run)
     out = run.add_argument_group("output")
     out.add_argument("--out", default="out", help="folder for the PNGs of generated image frames")
     out.add_argument("--save-latents", help="write the final latents of all frames, key 'latents', (B,F,16,h,w)")
+    mmgen_cli.add_convert_parser(sub)
     listing = sub.add_parser("tasks", help="list the tasks of run --task, with their inputs and defaults")
     listing.add_argument("--json", action="store_true", help="print the table as JSON")
     listing.add_argument("--markdown", action="store_true", help="print the table as Markdown (docs/tasks.md)")
@@ -167,6 +181,10 @@ TASK_ONLY = {"caption": "", "mask": None, "composite": False, "boxes": None, "la
 
 
 def run(args) -> int:
+    if args.checkpoint != "tiny" and is_mmgen_checkpoint(args.checkpoint):
+        return mmgen_cli.run(args, atomic_write)
+    if args.class_label is not None or args.t_blend_start != mmgen_cli.DEFAULT_T_BLEND:
+        raise ValueError("--class-label and --t-blend-start are for MMGen checkpoints; this one is OneDiffusion")
     if args.task:
         return run_task(args)
     used = [name for name, default in TASK_ONLY.items() if getattr(args, name) != default]
@@ -350,6 +368,8 @@ def list_tasks(args) -> int:
         print(tasks.tasks_markdown())
     else:
         print(tasks.tasks_text())
+        print()
+        print(mmgen_tasks_text())
     return 0
 
 
@@ -358,6 +378,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "run":
             return run(args)
+        if args.command == "convert":
+            return mmgen_cli.convert_main(args)
         if args.command == "tasks":
             return list_tasks(args)
     except (ValueError, FileNotFoundError) as e:

@@ -94,19 +94,25 @@ def read_header(path: Path) -> dict:
     _a_file(path, "weights file")
     refuse_pickle(path)
     size = path.stat().st_size
+    pickle_error = CheckpointError(f"{path}: this is a pickle/zip file named .safetensors; refused (convert it)")
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
             raise CheckpointError(f"{path}: file is truncated ({size} bytes), not a safetensors file; {REDOWNLOAD}")
-        if head[:2] == b"PK" or head[:1] == b"\x80":
-            raise CheckpointError(f"{path}: this is a pickle/zip file named .safetensors; refused (convert it)")
         header_len = int.from_bytes(head, "little")
+        # A zip/pickle start is only told apart after the header fails: a valid header length can begin
+        # with the byte 0x80 too (e.g. 640 = 80 02 00 ...).
+        pickled = head[:2] == b"PK" or head[:1] == b"\x80"
         if header_len <= 0 or 8 + header_len > size or header_len > MAX_HEADER_BYTES:
+            if pickled:
+                raise pickle_error
             raise CheckpointError(f"{path}: corrupt or truncated safetensors header; {REDOWNLOAD}")
         raw = f.read(header_len)
     try:
         header = parse_json(raw, path, "safetensors header", REDOWNLOAD, max_depth=4)
     except CheckpointError as e:
+        if pickled:
+            raise pickle_error from None
         if "not valid JSON" in str(e) or "not UTF-8" in str(e):
             raise CheckpointError(f"{path}: corrupt safetensors header (not JSON); {REDOWNLOAD}") from None
         raise
