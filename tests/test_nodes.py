@@ -80,7 +80,9 @@ def model_folders(**folders):
 def models_dir(tmp_path_factory):
     """A models/ root with the tiny checkpoint as models/unidiff/tiny-onediffusion, and the tiny MMGen as
     models/unidiff/MMGen (converted) with its VAE as models/vae/sd-vae-ft-mse."""
-    from tests.mmgen_common import VAE as MMGEN_VAE, write_released_pt
+    # by its file name (tests/ is on sys.path): with COMFYUI_PATH on sys.path, ComfyUI's own tests/ package
+    # shadows this folder as `tests`
+    from mmgen_common import VAE as MMGEN_VAE, write_released_pt
     from unidiff_core.mmgen.loading import convert
 
     root = tmp_path_factory.mktemp("models")

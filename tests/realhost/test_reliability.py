@@ -317,19 +317,21 @@ def queue_prompts() -> list[tuple[str, dict, str]]:
     """(name, prompt, expect) for the queue: every API workflow (seeds 1000+, sizes varying), a repeat of one
     of them with the same seed, and invalid prompts from the bad-input suite, interleaved."""
     names = sorted(f[:-5] for f in os.listdir(bh.WORKFLOWS) if f.endswith(".json"))
-    out = []
+    out, mmgen_out = [], []
     for i, name in enumerate(names):
         prompt = bh.tiny(bh.load_api(name))
         sampler = prompt[bh.node_id(prompt, "UniDiffSampler")]["inputs"]
         multiview = any(n["class_type"] == "UniDiffMultiViewCameras" for n in prompt.values())
+        mmgen = any(n["class_type"] == "UniDiffMMGenTask" for n in prompt.values())  # 256² only: its size stays
         width, height = (48, 48) if multiview and i % 2 else (64, 64) if multiview else QUEUE_SIZES[i % 4]
-        sampler.update(seed=1000 + i, width=width, height=height)
-        out.append((name, prompt, "success"))
-    out.append(("text2image (repeat)", json.loads(json.dumps(out[names.index("text2image")][1])), "success"))
+        sampler.update(seed=1000 + i, **({} if mmgen else dict(width=width, height=height)))
+        (mmgen_out if mmgen else out).append((name, prompt, "success"))
+    out.append(("text2image (repeat)", json.loads(json.dumps(next(p for n, p, _ in out if n == "text2image"))),
+                "success"))
     by_id = {c["id"]: c for c in CASES}
     for k, case_id in enumerate(QUEUE_INVALID):
         out.insert(3 + 5 * k, (f"invalid: {case_id}", bh.build_prompt(by_id[case_id]), by_id[case_id]["expect"]))
-    return out
+    return out + mmgen_out  # MMGen last: the Loader holds one model, so each checkpoint loads once
 
 
 def run_queue(server, label: str) -> dict:
@@ -397,6 +399,8 @@ def test_queue_and_determinism_on_two_fresh_servers(comfy):
             files = check_files_complete(Path(server.base) / "output")
             loads = load_count(server)
             assert loads == 1, f"{label} server: the model was loaded {loads} times for one queue"
+            mmgen_loads = load_count(server, bh.MMGEN_TINY_NAME)
+            assert mmgen_loads == 1, f"{label} server: the MMGen model was loaded {mmgen_loads} times for one queue"
             assert alive(server)
             runs.append(results)
             logs.append((elapsed, files, loads))
