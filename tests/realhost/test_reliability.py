@@ -35,7 +35,7 @@ import comfy_server  # noqa: E402
 
 CASES = bh.load_cases()
 RESULTS: dict[str, str] = {}  # case id -> how it was refused (for the summary)
-LOAD_LINE = re.compile(r"UniDiff: loading checkpoint (\S+)")
+LOAD_LINE = re.compile(r"UniDiff: loading (?:MMGen )?checkpoint (\S+)")  # the Loader logs each real load
 
 
 # ------------------------------------------------------------------------------------ helpers
