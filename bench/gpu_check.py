@@ -30,10 +30,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.flops import ForwardShape, parameter_count, unidiff_forward_flops  # noqa: E402
-from unidiff_core import model as model_module  # noqa: E402
-from unidiff_core.config import REAL_CONFIG, NextDiTConfig  # noqa: E402
-from unidiff_core.model import NextDiT  # noqa: E402
-from unidiff_core.sampler import sample  # noqa: E402
+from unidiff_core.onediffusion import model as model_module  # noqa: E402
+from unidiff_core.onediffusion.config import REAL_CONFIG, NextDiTConfig  # noqa: E402
+from unidiff_core.onediffusion.model import NextDiT  # noqa: E402
+from unidiff_core.common.samplers import sample  # noqa: E402
 
 GIB = 2 ** 30
 
@@ -92,7 +92,7 @@ def build_model(cfg: NextDiTConfig, device, dtype, seed: int = 0) -> NextDiT:
 
 def schedule(steps: int, tokens: int):
     try:
-        from unidiff_core.schedule import make_schedule
+        from unidiff_core.onediffusion.schedule import make_schedule
 
         ts, sig, _ = make_schedule(steps, tokens)
         return ts, sig
@@ -264,7 +264,7 @@ def main(argv=None) -> int:
             run_part(results, "bf16-flex", flex_run)
     if "fp8" in variants:
         def fp8_run():
-            from unidiff_core.fp8 import fp8_bytes, quantize_fp8
+            from unidiff_core.onediffusion.fp8 import fp8_bytes, quantize_fp8
 
             quantize_fp8(model, torch.bfloat16)
             if device.type == "cuda":

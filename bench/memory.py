@@ -87,7 +87,7 @@ def gpu_estimate(cfg, res: int = 1024, weights: str = "bf16", guidance: float = 
 
 
 def gpu_estimate_table(res: int = 1024) -> dict:
-    from unidiff_core.config import REAL_CONFIG, NextDiTConfig
+    from unidiff_core.onediffusion.config import REAL_CONFIG, NextDiTConfig
 
     cfg = NextDiTConfig(**REAL_CONFIG)
     rows = [gpu_estimate(cfg, res, "bf16"), gpu_estimate(cfg, res, "fp8"),
@@ -111,7 +111,7 @@ def validate_activation_estimate(log=print, res: int = 256) -> dict:
 
 
 def _activations_child(res: int) -> dict:
-    from unidiff_core import tiny
+    from unidiff_core.onediffusion import tiny
 
     from .machine import PeakRSS
     from .models import REAL_SLICE_CONFIG
@@ -137,7 +137,7 @@ def _activations_child(res: int) -> dict:
 def _load_child(folder: str, dtype: str) -> dict:
     from .machine import peak_rss_bytes, reset_peak_rss, rss_bytes
 
-    import unidiff_core.loading as loading  # noqa: F401 (imported before the baseline is taken)
+    import unidiff_core.onediffusion.loading as loading  # noqa: F401 (imported before the baseline is taken)
 
     torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
     baseline = rss_bytes()
@@ -155,7 +155,7 @@ def _load_child(folder: str, dtype: str) -> dict:
 
 def measure_load(which: str, folders: dict, dtype, log=print) -> dict:
     """Load a checkpoint in a fresh process and report its peak RSS against the file size."""
-    from unidiff_core.config import REAL_CONFIG, NextDiTConfig
+    from unidiff_core.onediffusion.config import REAL_CONFIG, NextDiTConfig
 
     from .models import model_config, write_checkpoint
 
@@ -207,7 +207,7 @@ def measure_tiled_vae(res: int, log=print, tile: int = 512) -> dict:
 
 
 def _vae_child(res: int, tile: int, save: str | None = None) -> dict:
-    from unidiff_core.pipeline import UniDiffPipeline
+    from unidiff_core.onediffusion.pipeline import UniDiffPipeline
 
     from .machine import peak_rss_bytes, reset_peak_rss, rss_bytes
     from .models import vae_for

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from unidiff_core import tiny
-from unidiff_core.config import REAL_CONFIG, NextDiTConfig
-from unidiff_core.loading import TRANSFORMER_WEIGHTS, build_on_meta
+from unidiff_core.onediffusion import tiny
+from unidiff_core.onediffusion.config import REAL_CONFIG, NextDiTConfig
+from unidiff_core.onediffusion.loading import TRANSFORMER_WEIGHTS, build_on_meta
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN_TINY = ROOT / "tests" / "fixtures" / "golden" / "tiny-onediffusion"
@@ -55,7 +55,7 @@ def model_config(name: str) -> NextDiTConfig:
 
 
 def random_tensor(name: str, shape: tuple, seed: int) -> torch.Tensor:
-    """Dense random values like `unidiff_core.tiny.randomize` (gains ~1, matrices ~ fan_in^-1/2), per-key seed."""
+    """Dense random values like `unidiff_core.onediffusion.tiny.randomize` (gains ~1, matrices ~ fan_in^-1/2), per-key seed."""
     key_seed = (seed * 1_000_003 + sum((i + 1) * ord(ch) for i, ch in enumerate(name))) % (2 ** 63)
     generator = torch.Generator().manual_seed(key_seed)
     if len(shape) == 1 and ("norm" in name or name.endswith("y_embedder.0.weight")) and name.endswith("weight"):
@@ -117,7 +117,7 @@ def text_encoder_for(cfg: NextDiTConfig, seed: int = 1):
     """A 1-layer random T5 whose width matches the caption channels, with the byte tokenizer."""
     from transformers import T5Config, T5EncoderModel
 
-    from unidiff_core.text import TextEncoder
+    from unidiff_core.onediffusion.text import TextEncoder
 
     t5cfg = dict(tiny.TINY_T5, d_model=cfg.caption_channels, d_kv=64, d_ff=256, num_heads=4, num_layers=1)
     torch.manual_seed(seed)
@@ -129,7 +129,7 @@ def text_encoder_for(cfg: NextDiTConfig, seed: int = 1):
 def vae_for(kind: str = "tiny", seed: int = 2):
     from diffusers import AutoencoderKL
 
-    from unidiff_core.vae import VAE
+    from unidiff_core.onediffusion.vae import VAE
 
     torch.manual_seed(seed)
     config = SD3_VAE if kind == "sd3" else tiny.TINY_VAE
@@ -144,8 +144,8 @@ def load_pipeline(name: str, folder: Path | None = None, vae: str = "tiny", dtyp
     """
     import time
 
-    from unidiff_core.loading import load_transformer
-    from unidiff_core.pipeline import UniDiffPipeline
+    from unidiff_core.onediffusion.loading import load_transformer
+    from unidiff_core.onediffusion.pipeline import UniDiffPipeline
 
     timings = {}
     if name == "tiny" and GOLDEN_TINY.exists():

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from unidiff_core.sampler import sample
+from unidiff_core.common.samplers import sample
 
 from . import machine
-from unidiff_core.schedule import DEFAULT_SCHEDULER_CONFIG, make_schedule
+from unidiff_core.onediffusion.schedule import DEFAULT_SCHEDULER_CONFIG, make_schedule
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "ref_worker.py"

@@ -65,7 +65,7 @@ def caption_tokens(pipe, prompts) -> int:
 
 
 def task(frames: int) -> tuple[str, list]:
-    from unidiff_core.pipeline import Frame
+    from unidiff_core.onediffusion.pipeline import Frame
 
     token = TASK_TOKEN.get(frames, "[[faceid]]")
     return f"{token} {PROMPT}", [Frame()] + [Frame(image=torch.rand(64, 64, 3, generator=torch.Generator().manual_seed(i)))
@@ -153,7 +153,7 @@ def bench_cells(args, spec, peak, folders, log) -> dict:
 
 # ---------------------------------------------------------------------------------------------- reference
 def bench_reference(args, spec, peak, folders, log) -> dict:
-    from unidiff_core.loading import load_transformer
+    from unidiff_core.onediffusion.loading import load_transformer
 
     from . import reference
     from .models import GOLDEN_TINY, model_config, write_checkpoint
@@ -273,8 +273,8 @@ def bench_cache(args, spec, folders, log) -> dict:
 
 # ---------------------------------------------------------------------------------------------- fp8
 def bench_fp8(args, spec, folders, log) -> dict:
-    from unidiff_core.fp8 import fp8_bytes, load_transformer_fp8
-    from unidiff_core.loading import load_transformer
+    from unidiff_core.onediffusion.fp8 import fp8_bytes, load_transformer_fp8
+    from unidiff_core.onediffusion.loading import load_transformer
 
     from .models import model_config, text_encoder_for, vae_for, write_checkpoint
 
@@ -283,7 +283,7 @@ def bench_fp8(args, spec, folders, log) -> dict:
     if name not in folders:
         folders[name] = Path(tempfile.mkdtemp(prefix=f"unidiff-bench-{name}-"))
         write_checkpoint(model_config(name), folders[name])
-    from unidiff_core.pipeline import UniDiffPipeline
+    from unidiff_core.onediffusion.pipeline import UniDiffPipeline
 
     ckpt = folders[name] / "transformer"
     cfg = model_config(name)

@@ -66,7 +66,7 @@ def to_image(value):
 
 def parse_numbers(text, name: str, allow_none: bool = False) -> list:
     """'0, 30, none' -> [0.0, 30.0, None]; a clear error names the widget and the bad entry."""
-    from ..unidiff_core.validation import numbers
+    from ..unidiff_core.onediffusion.validation import numbers
 
     return numbers(text, name, allow_none)
 
@@ -75,7 +75,7 @@ def parse_numbers(text, name: str, allow_none: bool = False) -> list:
 def widget_checks(cls, **values) -> None:
     """ComfyUI's own checks (combo, min/max) of the widgets a node validates itself: declaring an input in
     VALIDATE_INPUTS turns ComfyUI's checks off for it. None = linked (checked when the node runs)."""
-    from ..unidiff_core import validation
+    from ..unidiff_core.onediffusion import validation
 
     spec = cls.INPUT_TYPES()
     declared = {**spec.get("required", {}), **spec.get("optional", {})}
@@ -93,7 +93,7 @@ def widget_checks(cls, **values) -> None:
 def validate(cls, check=None, **values):
     """The VALIDATE_INPUTS answer: True, or the message of the first failed check (ComfyUI shows it in
     node_errors as `custom_validation_failed` and POST /prompt answers 400)."""
-    from ..unidiff_core.validation import message
+    from ..unidiff_core.onediffusion.validation import message
 
     def run():
         widget_checks(cls, **values)

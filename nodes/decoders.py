@@ -1,6 +1,6 @@
 """Task output decoders: latents -> images, depth, segmentation masks, boxes, multi-view images, cameras.
 
-All of them read one `unidiff_core.outputs.decode_result` of the latents, made once per latents and
+All of them read one `unidiff_core.onediffusion.outputs.decode_result` of the latents, made once per latents and
 decode options (several decoder nodes on one sampler decode the VAE once).
 """
 
@@ -17,7 +17,7 @@ LATENTS_INPUT = (LATENTS, {"tooltip": "From UniDiff Multi-Frame Sampler."})
 
 
 def _tolerance_inputs():
-    from ..unidiff_core.outputs import DEFAULT_MIN_AREA, DEFAULT_TOLERANCE
+    from ..unidiff_core.onediffusion.outputs import DEFAULT_MIN_AREA, DEFAULT_TOLERANCE
 
     return {
         "tolerance": ("FLOAT", {"default": DEFAULT_TOLERANCE, "min": 0.0, "max": 442.0, "step": 1.0,
@@ -29,7 +29,7 @@ def _tolerance_inputs():
 
 def task_output(model, latents, tolerance=None, min_area=None):
     """The TaskOutput of these latents (cached on the latents object per options)."""
-    from ..unidiff_core import outputs
+    from ..unidiff_core.onediffusion import outputs
 
     tolerance = outputs.DEFAULT_TOLERANCE if tolerance is None else float(tolerance)
     min_area = outputs.DEFAULT_MIN_AREA if min_area is None else int(min_area)
@@ -123,7 +123,7 @@ def decode_multiview(model, latents):
 
 
 def decode_cameras(latents):
-    from ..unidiff_core import outputs
+    from ..unidiff_core.onediffusion import outputs
 
     request = latents.request
     if not request.views:

@@ -4,7 +4,7 @@ Each node takes an optional `frames` input and returns the chain with its own co
 appended, so any frame sequence can be built. A contribution carries two readings of the same
 inputs (a `FrameItem`):
 
-* `request`: keyword arguments of `unidiff_core.tasks.build_request`, used when the text node picks
+* `request`: keyword arguments of `unidiff_core.onediffusion.tasks.build_request`, used when the text node picks
   a task: the task lays the frames out (generated frame first or last, [[imgN]] captions, colour
   tokens, interleaved multi-view cameras) exactly as the reference does;
 * `frames`: explicit `tasks.FrameInput`s in chain order, used by task 'custom' (free-form runs).
@@ -57,7 +57,7 @@ def chain(frames) -> FrameChain:
 
 
 def _frame(**kw):
-    from ..unidiff_core.tasks import FrameInput
+    from ..unidiff_core.onediffusion.tasks import FrameInput
 
     return FrameInput(**kw)
 
@@ -78,7 +78,7 @@ def image_frame(what: str = "image", image=None, frames=None) -> FrameChain:
 
 def inpaint_frame(image, mask, fill: str = "black", composite: bool = True, feather: int = 8, frames=None):
     """The image with the masked region (MASK 1 = repaint) painted over; returns (chain, condition image)."""
-    from ..unidiff_core import conditions, validation
+    from ..unidiff_core.onediffusion import conditions, validation
 
     images = image_list(image)
     if len(images) != 1:
@@ -103,7 +103,7 @@ def inpaint_frame(image, mask, fill: str = "black", composite: bool = True, feat
 
 def layout_boxes(boxes: str, width: int, height: int, frames=None):
     """Labelled boxes (JSON, fractions of the canvas) -> the palette-coloured box map; returns (chain, map)."""
-    from ..unidiff_core import conditions, validation
+    from ..unidiff_core.onediffusion import conditions, validation
 
     parsed = validation.boxes(boxes, units="fraction")  # JSON, count, labels, inside 0..1, ordered corners
     validation.size("width", width)
@@ -128,7 +128,7 @@ def reference_images(image_1, caption_1: str = "", caption_2: str = "", caption_
         refs.append((images[0], (caption or "").strip()))
     missing = [n for n, (_, caption) in enumerate(refs, 1) if not caption]
     if missing and len(missing) < len(refs):  # some references described, some not: a forgotten caption
-        from ..unidiff_core.validation import InputError
+        from ..unidiff_core.common.errors import InputError
 
         n = missing[0]
         raise InputError(f"caption_{n}", "", f"empty, but image_{n} is connected and the other references have "
@@ -146,14 +146,14 @@ def condition_map(image, map_type: str, extract_canny: bool = False, canny_low: 
                   frames=None):
     """A condition map (depth, canny, HED, pose, semantic or box map); extract_canny turns a photo into
     its Canny edge map. Returns (chain, the map as used)."""
-    from ..unidiff_core import conditions
+    from ..unidiff_core.onediffusion import conditions
 
     if map_type not in MAP_TYPES:
         raise ValueError(f"map_type={map_type!r} is not one of {', '.join(MAP_TYPES)}")
     images = image_list(image)
     if len(images) != 1:
         raise ValueError(f"image: UniDiff Condition Map takes one map, got a batch of {len(images)}")
-    from ..unidiff_core.validation import canny_options
+    from ..unidiff_core.onediffusion.validation import canny_options
 
     canny_options(map_type, extract_canny, canny_low, canny_high)
     if extract_canny:
@@ -169,7 +169,7 @@ def condition_map(image, map_type: str, extract_canny: bool = False, canny_low: 
 
 def multiview_cameras(azimuths: str, elevations: str, distance: float, focal: float, images=None, frames=None):
     """One view per azimuth (degrees, relative to view 0; 'none' = unknown camera, estimated)."""
-    from ..unidiff_core.validation import cameras
+    from ..unidiff_core.onediffusion.validation import cameras
 
     az, el = cameras(azimuths, elevations)  # also checked by VALIDATE_INPUTS before the prompt is queued
     view_images = image_list(images, "images") if images is not None else []
@@ -282,7 +282,7 @@ class UniDiffLayoutBoxes:
 
     @classmethod
     def VALIDATE_INPUTS(cls, boxes=None, width=None, height=None):
-        from ..unidiff_core import validation
+        from ..unidiff_core.onediffusion import validation
 
         def check():
             if boxes is not None:
@@ -363,7 +363,7 @@ class UniDiffConditionMap:
 
     @classmethod
     def VALIDATE_INPUTS(cls, map_type=None, extract_canny=None, canny_low=None, canny_high=None):
-        from ..unidiff_core.validation import canny_options
+        from ..unidiff_core.onediffusion.validation import canny_options
 
         return validate(cls, lambda: canny_options(map_type, extract_canny, canny_low, canny_high),
                         map_type=map_type, canny_low=canny_low, canny_high=canny_high)
@@ -404,7 +404,7 @@ class UniDiffMultiViewCameras:
 
     @classmethod
     def VALIDATE_INPUTS(cls, azimuths=None, elevations=None):
-        from ..unidiff_core import validation
+        from ..unidiff_core.onediffusion import validation
 
         def check():
             if azimuths is not None and elevations is not None:

@@ -71,8 +71,8 @@ WEIGHT_FORMATS = ["default", "fp8_e4m3"]
 def load_model(ckpt_name: str, vae_name: str = host.FROM_CHECKPOINT, text_encoder_name: str = host.FROM_CHECKPOINT,
                dtype: str = "auto", weight_format: str = "default") -> UniDiffModel:
     """Resolve the names in ComfyUI's model folders, load (or reuse) the pipeline."""
-    from ..unidiff_core.loading import preflight
-    from ..unidiff_core.pipeline import UniDiffPipeline, check_dtype_on_device, parse_dtype
+    from ..unidiff_core.onediffusion.loading import preflight
+    from ..unidiff_core.onediffusion.pipeline import UniDiffPipeline, check_dtype_on_device, parse_dtype
 
     ckpt = host.resolve(host.MODEL_FOLDER, ckpt_name)
     vae = None if vae_name in (None, "", host.FROM_CHECKPOINT) else host.resolve("vae", vae_name)
@@ -171,7 +171,7 @@ class UniDiffLoader:
     def VALIDATE_INPUTS(cls, dtype=None):
         """The dtype combo, and that this device runs it (fp16 is refused on the CPU) - before queueing.
         ckpt_name & co. stay ComfyUI's combo checks (a name outside models/ is not in the list)."""
-        from ..unidiff_core import validation
+        from ..unidiff_core.onediffusion import validation
 
         def check():
             validation.choice("dtype", dtype, DTYPES)

@@ -18,8 +18,8 @@ _HELPER_KEYS = {"canvas_size", "box_units", "canny_low", "canny_high", "fill", "
 class LatentsResult:
     """The UNIDIFF_LATENTS value: the request that was run and the engine's GenerationResult."""
 
-    request: object  # unidiff_core.tasks.TaskRequest
-    result: object  # unidiff_core.pipeline.GenerationResult
+    request: object  # unidiff_core.onediffusion.tasks.TaskRequest
+    result: object  # unidiff_core.onediffusion.pipeline.GenerationResult
     decoded: dict = field(default_factory=dict, repr=False)  # decoders' cache: decode options -> TaskOutput
 
     @property
@@ -42,9 +42,9 @@ def _labels(text: TextSpec, frames) -> list | None:
 def task_request(text: TextSpec, frames=None, width: int = 0, height: int = 0, steps: int = 50,
                   guidance: float = 4.0):
     """TaskRequest from the text node and the frame chain (see nodes/frames.py for the two readings)."""
-    from ..unidiff_core import tasks
+    from ..unidiff_core.onediffusion import tasks
 
-    from ..unidiff_core.validation import size_pair
+    from ..unidiff_core.onediffusion.validation import size_pair
 
     frames = chain(frames)
     width, height = size_pair(width, height)  # multiples of 16, or both 0 (also checked by VALIDATE_INPUTS)
@@ -127,7 +127,7 @@ def make_preview(latents, indices, decode, max_size: int = 512):
 def run_sampler(model, text: TextSpec, seed: int, steps: int, guidance: float, width: int, height: int,
                 batch_size: int, crop: bool = True, frames=None, node_id=None, progress=None,
                 previewer=None, step_cache: float = 0.0) -> LatentsResult:
-    from ..unidiff_core.sampler import Interrupted
+    from ..unidiff_core.common.errors import Interrupted
 
     request = task_request(text, frames, width, height, steps, guidance)
     pipe = model.ready("text_encoder")
@@ -212,7 +212,7 @@ class UniDiffSampler:
 
     @classmethod
     def VALIDATE_INPUTS(cls, width=None, height=None):
-        from ..unidiff_core import validation
+        from ..unidiff_core.onediffusion import validation
         from .common import validate
 
         def check():

@@ -10,7 +10,7 @@ CUSTOM = "custom"
 
 
 def task_choices() -> list[str]:
-    from ..unidiff_core.tasks import task_names
+    from ..unidiff_core.onediffusion.tasks import task_names
 
     return task_names() + [CUSTOM]
 
@@ -19,7 +19,7 @@ def task_choices() -> list[str]:
 class TextSpec:
     """The UNIDIFF_TEXT value. The sampler forms the final prompt from it and the frames."""
 
-    task: str  # a unidiff_core.tasks name, or "custom" (prompt verbatim, frames as chained)
+    task: str  # a unidiff_core.onediffusion.tasks name, or "custom" (prompt verbatim, frames as chained)
     prompt: str  # the caption / instruction; a prompt starting with "[[" is used verbatim
     negative_prompt: str | None  # None = the task's default negative prompt
     labels: str = ""  # concepts with palette colours for segmentation/detection and given colour maps
@@ -36,7 +36,7 @@ class TextSpec:
 def encode_text(task: str, prompt: str, negative_prompt: str = "", use_task_negative: bool = True,
                 labels: str = "") -> TextSpec:
     if task != CUSTOM:
-        from ..unidiff_core.tasks import get_task
+        from ..unidiff_core.onediffusion.tasks import get_task
 
         task = get_task(task).name  # a clear error for a name from an older/newer pack version
     negative = (negative_prompt or "").strip()
@@ -90,7 +90,7 @@ class UniDiffTextEncode:
 
     @classmethod
     def VALIDATE_INPUTS(cls, task=None, prompt=None, labels=None):
-        from ..unidiff_core.validation import message, task_text
+        from ..unidiff_core.onediffusion.validation import message, task_text
 
         return message(task_text, task, prompt, labels)  # the task combo is checked there too
 

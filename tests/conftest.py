@@ -28,7 +28,7 @@ def golden_pipeline():
     """The reference's tiny checkpoint loaded once per session (fp32, CPU)."""
     import torch
 
-    from unidiff_core.pipeline import UniDiffPipeline
+    from unidiff_core.onediffusion.pipeline import UniDiffPipeline
 
     torch.set_num_threads(1)  # the goldens were made with one thread
     return UniDiffPipeline.from_pretrained(TINY_CHECKPOINT)

@@ -7,8 +7,8 @@ import torch
 
 from bench import flops, machine, memory, reference
 from bench.run import build_parser, render, run
-from unidiff_core.config import REAL_CONFIG, NextDiTConfig
-from unidiff_core.loading import build_on_meta
+from unidiff_core.onediffusion.config import REAL_CONFIG, NextDiTConfig
+from unidiff_core.onediffusion.loading import build_on_meta
 
 
 def test_bench_cells_on_tiny_checkpoint(tmp_path):
@@ -79,7 +79,7 @@ def test_robust_time_prefers_clean_intervals():
 
 def test_random_checkpoint_roundtrip(tmp_path):
     from bench.models import random_tensor, write_checkpoint
-    from unidiff_core.loading import load_transformer
+    from unidiff_core.onediffusion.loading import load_transformer
 
     cfg = NextDiTConfig(hidden_size=48, depth=1, num_heads=2, num_kv_heads=1, caption_channels=16, qk_norm=True,
                         multiple_of=32)
@@ -97,8 +97,8 @@ def test_gpu_check_imports_without_a_gpu():
 
 def test_tiled_decode_and_text_encoder_offload():
     from bench.models import vae_for
-    from unidiff_core.pipeline import UniDiffPipeline
-    from unidiff_core.tiny import tiny_pipeline
+    from unidiff_core.onediffusion.pipeline import UniDiffPipeline
+    from unidiff_core.onediffusion.tiny import tiny_pipeline
 
     pipe = UniDiffPipeline(None, vae_for("tiny"), None)
     z = torch.randn(1, 2, 16, 24, 16, generator=torch.Generator().manual_seed(0))

@@ -1,4 +1,4 @@
-"""Tests for unidiff_core.cameras: golden ray maps and camera recovery."""
+"""Tests for unidiff_core.onediffusion.cameras: golden ray maps and camera recovery."""
 
 from pathlib import Path
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from unidiff_core import cameras
+from unidiff_core.onediffusion import cameras
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 AZIMUTHS, ELEVATIONS, DISTANCE, SIZE = [0, 30, 60, 90], [0, 10, 15, 20], 1.5, 64

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from unidiff_core import conditions, tasks
+from unidiff_core.onediffusion import conditions, tasks
 from unidiff_core.cli import main
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
@@ -228,7 +228,7 @@ def test_golden_multiview_through_task(tmp_path, capsys):
 
 def test_run_without_task_keeps_its_defaults(tmp_path, capsys):
     """No --task: prompt as given, negative '', 50 steps, guidance 4 - the same latents as generate()."""
-    from unidiff_core.pipeline import Frame, UniDiffPipeline
+    from unidiff_core.onediffusion.pipeline import Frame, UniDiffPipeline
 
     summary, _ = _run(BASE + ["--prompt", "[[text2image]] x", "--height", "32", "--width", "32", "--out", str(tmp_path),
                               "--save-latents", str(tmp_path / "l.safetensors")], capsys)

@@ -1,4 +1,4 @@
-"""Condition builders on synthetic inputs with known answers (unidiff_core.conditions, palette)."""
+"""Condition builders on synthetic inputs with known answers (unidiff_core.onediffusion.conditions, palette)."""
 
 import json
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from unidiff_core import cameras, conditions, palette
+from unidiff_core.onediffusion import cameras, conditions, palette
 
 
 def _photo(h=48, w=64, seed=0):

@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from unidiff_core import layout
-from unidiff_core.config import NextDiTConfig
-from unidiff_core.model import NextDiT
-from unidiff_core.pipeline import UniDiffPipeline
+from unidiff_core.onediffusion import layout
+from unidiff_core.onediffusion.config import NextDiTConfig
+from unidiff_core.onediffusion.model import NextDiT
+from unidiff_core.onediffusion.pipeline import UniDiffPipeline
 
 EXTRA = Path(__file__).parent / "fixtures" / "extra"
 SUMMARY = json.loads((EXTRA / "summary.json").read_text())

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from unidiff_core.fp8 import FP8_DTYPE, FP8Linear, fp8_bytes, load_transformer_fp8, quantize_fp8, quantize_weight
-from unidiff_core.loading import load_transformer
-from unidiff_core.tiny import random_transformer
+from unidiff_core.onediffusion.fp8 import FP8_DTYPE, FP8Linear, fp8_bytes, load_transformer_fp8, quantize_fp8, quantize_weight
+from unidiff_core.onediffusion.loading import load_transformer
+from unidiff_core.onediffusion.tiny import random_transformer
 
 
 def test_quantize_weight_error_bound():
@@ -76,7 +76,7 @@ def test_streaming_loader_equals_quantizing_a_loaded_model(tiny_checkpoint):
 
 
 def test_pipeline_weight_dtype_fp8(tiny_checkpoint):
-    from unidiff_core.pipeline import Frame, UniDiffPipeline
+    from unidiff_core.onediffusion.pipeline import Frame, UniDiffPipeline
 
     pipe = UniDiffPipeline.from_pretrained(tiny_checkpoint, dtype="bf16", weight_dtype="fp8")
     assert any(isinstance(m, FP8Linear) for m in pipe.transformer.modules())

@@ -7,8 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from unidiff_core.loading import CheckpointError, load_transformer
-from unidiff_core.pipeline import UniDiffPipeline
+from unidiff_core.common.errors import CheckpointError
+from unidiff_core.onediffusion.loading import load_transformer
+from unidiff_core.onediffusion.pipeline import UniDiffPipeline
 
 
 @pytest.fixture()
@@ -136,7 +137,7 @@ def test_fp16_on_cpu_is_refused_with_a_fix(tiny_checkpoint):
 
 
 def test_vae_from_a_single_file(tiny_checkpoint):
-    from unidiff_core.loading import load_vae
+    from unidiff_core.onediffusion.loading import load_vae
 
     vae_dir = tiny_checkpoint / "vae"
     vae = load_vae(vae_dir / "diffusion_pytorch_model.safetensors", single_file_config=vae_dir)
@@ -149,7 +150,7 @@ def test_vae_from_a_single_file(tiny_checkpoint):
 def test_bundled_sd3_vae_config_builds_the_sd3_vae():
     from diffusers import AutoencoderKL
 
-    from unidiff_core import loading
+    from unidiff_core.onediffusion import loading
 
     config = AutoencoderKL.load_config(str(loading.Path(loading.__file__).parent / "configs" / "sd3_vae"))
     assert config["latent_channels"] == 16 and config["scaling_factor"] == 1.5305

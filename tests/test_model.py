@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from unidiff_core import model as model_module
-from unidiff_core.config import REAL_CONFIG, NextDiTConfig
-from unidiff_core.loading import build_on_meta, load_transformer
+from unidiff_core.onediffusion import model as model_module
+from unidiff_core.onediffusion.config import REAL_CONFIG, NextDiTConfig
+from unidiff_core.onediffusion.loading import build_on_meta, load_transformer
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ host = importlib.import_module(f"{PACK_NAME}.nodes.host")
 sampler_mod = importlib.import_module(f"{PACK_NAME}.nodes.sampler")
 loader_mod = importlib.import_module(f"{PACK_NAME}.nodes.loader")
 common = importlib.import_module(f"{PACK_NAME}.nodes.common")
-Interrupted = importlib.import_module(f"{PACK_NAME}.unidiff_core.sampler").Interrupted
+Interrupted = importlib.import_module(f"{PACK_NAME}.unidiff_core.common.errors").Interrupted
 M = pack.NODE_CLASS_MAPPINGS
 
 

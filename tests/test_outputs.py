@@ -1,4 +1,4 @@
-"""Output decoders on synthetic frames with known answers (unidiff_core.outputs)."""
+"""Output decoders on synthetic frames with known answers (unidiff_core.onediffusion.outputs)."""
 
 import json
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from unidiff_core import cameras, conditions, outputs, tasks
-from unidiff_core.palette import assign_colors
+from unidiff_core.onediffusion import cameras, conditions, outputs, tasks
+from unidiff_core.onediffusion.palette import assign_colors
 
 
 def _iou(a, b):

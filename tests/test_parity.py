@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from unidiff_core import layout, preprocess
-from unidiff_core.schedule import make_schedule
+from unidiff_core.onediffusion import layout, preprocess
+from unidiff_core.onediffusion.schedule import make_schedule
 
 TOL = 1e-4
 SUMMARY_CASES = ["t2i", "t2i_nocfg", "cond2image_mask10", "image2depth_mask01", "faceid_mask100",

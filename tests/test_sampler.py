@@ -4,9 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
-from unidiff_core import layout
-from unidiff_core.pipeline import Frame
-from unidiff_core.sampler import Interrupted
+from unidiff_core.onediffusion import layout
+from unidiff_core.onediffusion.pipeline import Frame
+from unidiff_core.common.errors import Interrupted
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_guidance_one_runs_without_negative_batch(golden_pipeline):
 
 
 def test_free_form_ray_and_image_frames(golden_pipeline):
-    from unidiff_core import cameras
+    from unidiff_core.onediffusion import cameras
     rays = cameras.ray_frames([0, 45], [0, 10], 1.5, 64)
     frames = [Frame(), Frame("ray", latent=rays[0]), Frame(), Frame("ray", latent=rays[1])]
     out = golden_pipeline.generate("[[multiview]] an object", frames, height=64, width=64, steps=2, seed=0)

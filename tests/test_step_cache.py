@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from unidiff_core.pipeline import Frame
-from unidiff_core.sampler import sample
-from unidiff_core.schedule import make_schedule
-from unidiff_core.step_cache import FirstBlockCache
-from unidiff_core.tiny import random_transformer, tiny_pipeline
+from unidiff_core.onediffusion.pipeline import Frame
+from unidiff_core.common.samplers import sample
+from unidiff_core.onediffusion.schedule import make_schedule
+from unidiff_core.common.step_cache import FirstBlockCache
+from unidiff_core.onediffusion.tiny import random_transformer, tiny_pipeline
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from unidiff_core import tasks
-from unidiff_core.pipeline import UniDiffPipeline
+from unidiff_core.onediffusion import tasks
+from unidiff_core.onediffusion.pipeline import UniDiffPipeline
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 SUMMARY = json.loads((GOLDEN / "summary.json").read_text())

@@ -22,7 +22,7 @@ import make_workflows  # noqa: E402
 
 pack = load_pack()
 M = pack.NODE_CLASS_MAPPINGS
-tasks = importlib.import_module(f"{pack.__name__}.unidiff_core.tasks")
+tasks = importlib.import_module(f"{pack.__name__}.unidiff_core.onediffusion.tasks")
 examples = importlib.import_module(f"{pack.__name__}.nodes.examples")
 
 # Core nodes the workflows may use: name -> ([(input, type, widget default or None)], [(output, type)]).

@@ -10,6 +10,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .families import family_of
+
 
 def _floats(text: str) -> list:
     """'0,30,none' -> [0.0, 30.0, None] (None marks an unknown camera)."""
@@ -126,21 +128,21 @@ def atomic_write(path: Path, write) -> None:
 
 
 def load_pipeline(args):
-    from .pipeline import UniDiffPipeline
-    from .tiny import tiny_pipeline
-    from .validation import dtype_on_device
+    from .onediffusion.tiny import tiny_pipeline
+    from .onediffusion.validation import dtype_on_device
 
     dtype_on_device(args.dtype, args.device)  # e.g. fp16 on the CPU: refused before any weights are read
     if args.checkpoint == "tiny":
         print("checkpoint 'tiny': random weights, the output is noise (smoke run)", file=sys.stderr)
-        from .pipeline import parse_dtype
+        from .onediffusion.pipeline import parse_dtype
         return tiny_pipeline(dtype=parse_dtype(args.dtype), device=args.device)
-    return UniDiffPipeline.from_pretrained(args.checkpoint, dtype=args.dtype, device=args.device, vae=args.vae,
-                                           text_encoder=args.text_encoder, tokenizer=args.tokenizer)
+    pipeline_class = family_of(args.checkpoint).pipeline_class()
+    return pipeline_class.from_pretrained(args.checkpoint, dtype=args.dtype, device=args.device, vae=args.vae,
+                                          text_encoder=args.text_encoder, tokenizer=args.tokenizer)
 
 
 def build_frames(args, images, size):
-    from . import cameras, layout
+    from .onediffusion import cameras, layout
 
     if args.azimuths is not None:
         mask = args.denoise_mask or ",".join("0,0" if i < len(images) else "1,0" for i in range(len(args.azimuths)))
@@ -168,7 +170,7 @@ def run(args) -> int:
     import torch
     from PIL import Image
 
-    from . import preprocess
+    from .onediffusion import preprocess
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -296,9 +298,9 @@ def run_task(args) -> int:
     """run --task NAME: build the task's request, generate, decode and write its natural outputs."""
     import torch
 
-    from . import tasks
-    from .layout import parse_mask
-    from .outputs import DEFAULT_MIN_AREA, DEFAULT_TOLERANCE, save_task_output
+    from .onediffusion import tasks
+    from .onediffusion.layout import parse_mask
+    from .onediffusion.outputs import DEFAULT_MIN_AREA, DEFAULT_TOLERANCE, save_task_output
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -322,7 +324,7 @@ def run_task(args) -> int:
 
 
 def list_tasks(args) -> int:
-    from . import tasks
+    from .onediffusion import tasks
 
     if args.json:
         print(json.dumps(tasks.tasks_table(), indent=2))

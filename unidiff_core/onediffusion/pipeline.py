@@ -22,7 +22,7 @@ import torch
 
 from . import preprocess
 from .loading import checkpoint_parts, load_scheduler_config, load_text_encoder, load_transformer, load_vae
-from .sampler import sample
+from ..common.samplers import sample
 from .schedule import DEFAULT_SCHEDULER_CONFIG, make_schedule
 from .vae import DOWNSCALE, LATENT_CHANNELS
 
@@ -215,7 +215,7 @@ class UniDiffPipeline:
             forward_kwargs = dict(scale_factor=rope_scale, scale_watershed=rope_watershed)
         cache = None
         if step_cache_threshold > 0:  # opt-in first-block step cache (approximate; 0 = off, exact)
-            from .step_cache import FirstBlockCache
+            from ..common.step_cache import FirstBlockCache
 
             cache = FirstBlockCache(step_cache_threshold, len(timesteps))
         out = sample(self.transformer, context, latents, cond.to(device), generate_mask, timesteps.to(device),

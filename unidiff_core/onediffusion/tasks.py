@@ -366,7 +366,7 @@ def build_request(task: str, caption: str = "", *, image=None, images: Sequence 
     height, width = _size(spec, height, width)
     ctx = _Ctx(spec=spec, caption=(caption or "").strip(), prompt_override=prompt)
     if "caption" in spec.required and not ctx.caption and prompt is None:
-        from .validation import InputError
+        from ..common.errors import InputError
 
         what = "an instruction" if spec.name == "image_editing" else "a caption"
         raise InputError("caption", caption, f"empty, but task {spec.name!r} needs {what}",

@@ -15,30 +15,14 @@ import difflib
 import json
 import math
 
+from ..common.errors import InputError, show_value as _show
+
 SIZE_MULTIPLE = 16  # VAE factor 8 x patch size 2 (as preprocess.SIZE_MULTIPLE)
 MAX_SIZE = 4096
 MAX_BOXES = 20  # the model's palette has 20 colours: one per box label (as palette.MAX_COLORS)
 BOX_EPSILON = 1e-6  # fractions written with rounding (the box editor keeps 4 decimals)
 DTYPES = ("fp32", "bf16", "fp16")
 CAMERA_NONE = ("none", "null", "?", "unknown")
-
-
-class InputError(ValueError):
-    """A bad input, found before any model work; str() is the user-facing message."""
-
-    def __init__(self, name: str, value, problem: str, fix: str):
-        self.input_name, self.value, self.problem, self.fix = name, value, problem, fix
-        super().__init__(f"{name}: {problem} (got {_show(value)}); {fix}")
-
-
-# ComfyUI shows an execution error as "<module>.<class>: message"; inside ComfyUI the pack's modules are named
-# after their path (/.../custom_nodes/ComfyUI-UniDiff.unidiff_core.validation). Show "UniDiff.InputError".
-InputError.__module__ = "UniDiff"
-
-
-def _show(value, limit: int = 120) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def message(check, *args, **kwargs):

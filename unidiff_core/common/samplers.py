@@ -11,9 +11,7 @@ from typing import Callable
 
 import torch
 
-
-class Interrupted(Exception):
-    """Raised when the host asks to stop; nothing of the run is returned."""
+from .errors import Interrupted
 
 
 def sample(model, context, latents: torch.Tensor, cond_latents: torch.Tensor | None, generate_mask: torch.Tensor,

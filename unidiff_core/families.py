@@ -1,0 +1,61 @@
+"""Which model family a checkpoint belongs to, and the family's entry points.
+
+Each family is one entry: how to recognise its checkpoints (from file names and headers only, no tensor
+read) and where its pipeline and task table live. The CLI and the ComfyUI Loader pick the family here,
+so a new family is one entry plus its package. Module paths are imported on use: listing families
+imports no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .common.errors import CheckpointError
+from .common.safetensors_io import refuse_pickle
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    title: str
+    recognises: Callable[[Path], bool]  # True when a checkpoint path is of this family
+    pipeline: str  # "module:Class" with a from_pretrained(checkpoint, **options) classmethod
+    tasks: str  # module holding the family's task table (TASKS)
+
+    def pipeline_class(self):
+        module, _, name = self.pipeline.partition(":")
+        return getattr(importlib.import_module(module, __package__), name)
+
+    def task_module(self):
+        return importlib.import_module(self.tasks, __package__)
+
+
+def _is_onediffusion(path: Path) -> bool:
+    if path.is_dir():
+        return (path / "transformer").is_dir() or (path / "model_index.json").is_file()
+    return path.suffix == ".safetensors"
+
+
+ONEDIFFUSION = Family("onediffusion", "OneDiffusion", _is_onediffusion,
+                      ".onediffusion.pipeline:UniDiffPipeline", ".onediffusion.tasks")
+
+# Checked in order: the first family that recognises a checkpoint takes it.
+FAMILIES: tuple[Family, ...] = (ONEDIFFUSION,)
+
+
+def family_of(checkpoint: str | os.PathLike) -> Family:
+    """The family of a checkpoint path; CheckpointError (naming the path) when none recognises it."""
+    path = Path(checkpoint)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    for family in FAMILIES:
+        if family.recognises(path):
+            return family
+    refuse_pickle(path)  # a pickle no family takes gets the pickle message, not "unknown family"
+    names = ", ".join(f.title for f in FAMILIES)
+    raise CheckpointError(f"{path}: not a checkpoint of a known model family ({names}); "
+                          "point at a OneDiffusion folder (transformer/, vae/, ...) or a transformer .safetensors")
