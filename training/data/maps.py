@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from unidiff_core import conditions
+from unidiff_core.onediffusion import conditions
 
 from .scenes import Rendered, Scene
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from unidiff_core import cameras
+from unidiff_core.onediffusion import cameras
 
 from .scenes import BACKGROUNDS, COLORS, rng_for
 

@@ -13,8 +13,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from unidiff_core import conditions
-from unidiff_core.tasks import TaskRequest, build_request, freeform_request, join_prompt
+from unidiff_core.onediffusion import conditions
+from unidiff_core.onediffusion.tasks import TaskRequest, build_request, freeform_request, join_prompt
 
 from . import maps
 from .figure import figure_caption, pose_map, render_figure, sample_figure
@@ -269,9 +269,15 @@ TASK_BUILDERS: dict[str, Callable[[int, int], TrainSample]] = {
 }
 
 
-def make_sample(task: str, seed: int, size: int = 64) -> TrainSample:
+MULTIVIEW_TASKS = ("image2multiview", "text2multiview")
+
+
+def make_sample(task: str, seed: int, size: int = 64, views: int | None = None) -> TrainSample:
+    """One sample of `task` from `seed`; `views` (2-4) fixes the view count of the variable multi-view tasks."""
     if task not in TASK_BUILDERS:
         raise ValueError(f"no data generator for task {task!r}; known: {', '.join(TASK_BUILDERS)}")
+    if task in MULTIVIEW_TASKS:
+        return TASK_BUILDERS[task](int(seed), int(size), views=views)
     return TASK_BUILDERS[task](int(seed), int(size))
 
 

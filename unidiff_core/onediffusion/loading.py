@@ -155,13 +155,15 @@ def _check_subfolder(path: Path, what: str, weights: str) -> None:
 
 
 def load_vae(path: str | os.PathLike, dtype=torch.float32, device="cpu", single_file_config=None):
-    """AutoencoderKL from a diffusers folder, or a single .safetensors (original SD3 or diffusers keys).
+    """AutoencoderKL from a diffusers folder, or a single .safetensors (original SD3 or diffusers keys); a folder
+    whose config.json declares the `LinearPatchCodec` gives that fixed pixel-space codec instead.
 
     A single file is read with the bundled SD3 VAE config unless `single_file_config` names a folder
     holding another config.json.
     """
     from diffusers import AutoencoderKL
 
+    from .pixel_codec import is_codec_folder, load_codec
     from .vae import VAE
 
     path = Path(path)
@@ -175,6 +177,11 @@ def load_vae(path: str | os.PathLike, dtype=torch.float32, device="cpu", single_
             raise CheckpointError(f"{path}: not a 16-channel SD3 VAE file ({e})") from None
     else:
         _check_subfolder(path, "VAE", "diffusion_pytorch_model.safetensors")
+        if is_codec_folder(path):  # a fixed pixel-space codec declared in place of the VAE (small checkpoints)
+            try:
+                return load_codec(path, dtype=dtype, device=device)
+            except (OSError, ValueError, RuntimeError, KeyError) as e:
+                raise CheckpointError(f"{path}: cannot load the pixel codec: {e}") from None
         try:
             model = AutoencoderKL.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True,
                                                   use_safetensors=True, low_cpu_mem_usage=_has_accelerate())
