@@ -61,3 +61,18 @@ def test_resume_goes_on_from_the_saved_step(run):
     assert summary["steps"] == steps + 10
     logged = [s for s, _ in _losses(out)]
     assert logged == sorted(logged) and logged[-1] >= steps
+
+
+def test_soft_capped_attention_trains_in_bf16_with_the_inference_values():
+    from unidiff_core.onediffusion.model import softcapped_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 5, 6, generator=g).bfloat16().requires_grad_() for _ in range(3))
+    out = softcapped_attention(q, k, v)
+    out.float().sum().backward()
+    with torch.no_grad():
+        assert torch.equal(out, softcapped_attention(q, k, v))  # the in-place inference path, same values
+    ref_q = q.detach().clone().requires_grad_()
+    ref = torch.softmax(torch.tanh(ref_q.float() @ k.detach().float().transpose(-1, -2) / 6 ** 0.5 / 30) * 30, -1)
+    (ref.to(torch.bfloat16) @ v.detach()).float().sum().backward()
+    assert torch.allclose(q.grad.float(), ref_q.grad.float(), atol=1e-2)
