@@ -3,6 +3,7 @@
     python -m training.train --recipe training/recipes/mini.json --out runs/mini          # CPU, 1 thread
     accelerate launch -m training.train --recipe training/recipes/mini.json --out runs/mini   # GPUs / nodes
     python -m training.train ... --resume                        # go on from runs/mini/state
+    ... --resume --window-minutes 10                             # train in windows (e.g. a lent GPU)
 
 Each optimizer step draws `micro_batches` tasks by the recipe's weights; a micro-batch is
 `batch_size` samples of one task (one frame layout). The loss is flow matching on the generated
@@ -229,7 +230,7 @@ def plot_losses(csv_path: Path, png_path: Path, window: int = 50) -> None:
 
 
 # ------------------------------------------------------------------------------ main
-def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True) -> dict:
+def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True, window_minutes: float | None = None) -> dict:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
@@ -282,7 +283,9 @@ def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True) 
     step, recent = start_step, []
     transformer.train()
     text.train()
-    while step < recipe["steps"] and trained_s + time.time() - t0 < budget:
+    window = float("inf") if window_minutes is None else window_minutes * 60
+
+    while step < recipe["steps"] and trained_s + time.time() - t0 < budget and time.time() - t0 < window:
         for g, base in zip(opt.param_groups, base_lrs):
             g["lr"] = base * lr_at(recipe, step, trained_s + time.time() - t0)
         for micro in range(recipe["micro_batches"]):
@@ -346,13 +349,15 @@ def main(argv=None):
     p.add_argument("--resume", action="store_true", help="go on from <out>/state when it exists")
     p.add_argument("--steps", type=int, help="override the recipe's step count")
     p.add_argument("--max-minutes", type=float, help="override the recipe's training-time budget (all sessions)")
+    p.add_argument("--window-minutes", type=float,
+                   help="stop this session after N minutes (state saved; go on later with --resume)")
     p.add_argument("--threads", type=int, help="override the recipe's thread count")
     p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], help="override the recipe's precision")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     recipe = load_recipe(a.recipe, steps=a.steps, max_minutes=a.max_minutes, threads=a.threads,
                          mixed_precision=a.mixed_precision)
-    summary = train(recipe, Path(a.out), resume=a.resume, progress=not a.no_progress)
+    summary = train(recipe, Path(a.out), resume=a.resume, progress=not a.no_progress, window_minutes=a.window_minutes)
     print(json.dumps(summary, indent=2))
 
 
