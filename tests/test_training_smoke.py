@@ -76,3 +76,18 @@ def test_soft_capped_attention_trains_in_bf16_with_the_inference_values():
     ref = torch.softmax(torch.tanh(ref_q.float() @ k.detach().float().transpose(-1, -2) / 6 ** 0.5 / 30) * 30, -1)
     (ref.to(torch.bfloat16) @ v.detach()).float().sum().backward()
     assert torch.allclose(q.grad.float(), ref_q.grad.float(), atol=1e-2)
+
+
+def test_cli_runs_a_trained_checkpoint_at_its_declared_size(run, tmp_path):
+    from PIL import Image
+
+    from unidiff_core.cli import main
+
+    out, _ = run
+    index = json.loads((out / "checkpoint" / "model_index.json").read_text())
+    assert index["unidiff_defaults"] == {"height": 32, "width": 32, "negative_prompt": ""}
+    code = main(["run", "--checkpoint", str(out / "checkpoint"), "--task", "text2image", "--caption", "a red circle",
+                 "--steps", "2", "--out", str(tmp_path)])
+    assert code == 0
+    pngs = sorted(tmp_path.glob("*.png"))
+    assert pngs and Image.open(pngs[0]).size == (32, 32)

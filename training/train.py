@@ -335,7 +335,7 @@ def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True, 
         final = [accelerator.unwrap_model(transformer), accelerator.unwrap_model(text)]
         backup = [{k: v.clone() for k, v in m.state_dict().items()} for m in final]
         ema.copy_to(final)
-        export_checkpoint(out / "checkpoint", final[0], final[1], tok_dir, codec.cpu(), card=summary)
+        export_checkpoint(out / "checkpoint", final[0], final[1], tok_dir, codec.cpu(), card=summary, size=recipe["size"])
         for m, b in zip(final, backup):
             m.load_state_dict(b)
     accelerator.wait_for_everyone()
