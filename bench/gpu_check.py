@@ -33,7 +33,8 @@ from bench.flops import ForwardShape, parameter_count, unidiff_forward_flops  # 
 from unidiff_core.onediffusion import model as model_module  # noqa: E402
 from unidiff_core.onediffusion.config import REAL_CONFIG, NextDiTConfig  # noqa: E402
 from unidiff_core.onediffusion.model import NextDiT  # noqa: E402
-from unidiff_core.common.samplers import sample  # noqa: E402
+from unidiff_core.common.samplers import FlowSchedule, sample_euler  # noqa: E402
+from unidiff_core.onediffusion.denoiser import MultiFrameDenoiser  # noqa: E402
 
 GIB = 2 ** 30
 
@@ -135,7 +136,7 @@ def denoise(model, cfg, device, res: int, steps: int, guidance: float, caption: 
     reset_peak(device)
     stamps = []
 
-    def callback(i, n, lat):
+    def callback(i, n, lat, x0):
         sync(device)
         stamps.append(time.perf_counter())
 
@@ -143,8 +144,9 @@ def denoise(model, cfg, device, res: int, steps: int, guidance: float, caption: 
     t0 = time.perf_counter()
     with torch.no_grad():
         context = model.prepare_context(states.to(device, model.dtype), mask.to(device))
-        sample(model, context, latents, None, torch.ones(1, dtype=torch.bool, device=device), timesteps.to(device),
-               sigmas.to(device), guidance=guidance, callback=callback)
+        denoiser = MultiFrameDenoiser(model, context, latents, torch.ones(1, dtype=torch.bool, device=device),
+                                      timesteps[-1].to(device), guidance)
+        sample_euler(denoiser, latents, FlowSchedule(timesteps.to(device), sigmas.to(device)), callback=callback)
     step_s = [b - a for a, b in zip(stamps, stamps[1:])]
     shape = ForwardShape(batch=batch, frames=1, latent_h=h, latent_w=w, caption_tokens=max(caption[-batch:]))
     flops = unidiff_forward_flops(cfg, shape)["total"]

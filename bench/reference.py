@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from unidiff_core.common.samplers import sample
+from unidiff_core.common.samplers import FlowSchedule, sample_euler
+from unidiff_core.onediffusion.denoiser import MultiFrameDenoiser
 
 from . import machine
 from unidiff_core.onediffusion.schedule import DEFAULT_SCHEDULER_CONFIG, make_schedule
@@ -81,8 +82,10 @@ def run_ours(model, tensors: dict, meta: dict) -> tuple[list[dict], torch.Tensor
     stamps = [machine.stamp()]
     with torch.no_grad():
         context = model.prepare_context(tensors["encoder_hidden_states"], tensors["encoder_attention_mask"])
-        out = sample(model, context, tensors["latents"].clone(), tensors["cond_latents"], mask, timesteps, sigmas,
-                     guidance=meta["guidance"], callback=lambda i, n, lat: stamps.append(machine.stamp()))
+        denoiser = MultiFrameDenoiser(model, context, tensors["cond_latents"], mask, timesteps[-1], meta["guidance"])
+        out = denoiser.impose(sample_euler(denoiser, denoiser.impose(tensors["latents"].clone()),
+                                           FlowSchedule(timesteps, sigmas),
+                                           callback=lambda i, n, lat, x0: stamps.append(machine.stamp())))
     return machine.intervals(stamps), out
 
 

@@ -85,7 +85,7 @@ def run_cell(pipe, frames: int, res: int, steps: int, guidance: float, peak: flo
         with PeakRSS() as mem:
             t0 = time.perf_counter()
             result = pipe.generate(prompt, frame_list, negative_prompt=NEGATIVE, height=res, width=res, steps=steps,
-                                   guidance=guidance, seed=0, callback=lambda i, n, lat: stamps.append(machine.stamp()))
+                                   guidance=guidance, seed=0, callback=lambda i, n, lat, x0: stamps.append(machine.stamp()))
             t1 = time.perf_counter()
             pipe.decode(result.latents, result.generated)
             t2 = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..unidiff_core.common.samplers import DEFAULT_SAMPLER, sampler_names
 from . import host
 from .common import CATEGORY, FRAMES, LATENTS, MODEL, TEXT
 from .frames import MAP_TYPES, chain
@@ -126,7 +127,7 @@ def make_preview(latents, indices, decode, max_size: int = 512):
 
 def run_sampler(model, text: TextSpec, seed: int, steps: int, guidance: float, width: int, height: int,
                 batch_size: int, crop: bool = True, frames=None, node_id=None, progress=None,
-                previewer=None, step_cache: float = 0.0) -> LatentsResult:
+                previewer=None, step_cache: float = 0.0, sampler: str = DEFAULT_SAMPLER) -> LatentsResult:
     from ..unidiff_core.common.errors import Interrupted
 
     request = task_request(text, frames, width, height, steps, guidance)
@@ -139,14 +140,15 @@ def run_sampler(model, text: TextSpec, seed: int, steps: int, guidance: float, w
     shown = preview_frames(request)
     max_size = host.preview_size()
 
-    def callback(step, total, latents):
-        preview = make_preview(latents, shown, decode, max_size) if decode is not None and shown else None
+    def callback(step, total, latents, denoised):
+        # The preview shows the clean frames the model points at (x0), not the noisy latent.
+        preview = make_preview(denoised, shown, decode, max_size) if decode is not None and shown else None
         pbar.update_absolute(step + 1, total, preview)
 
     try:
         result = pipe.generate(**request.generate_kwargs(), seed=int(seed), batch_size=int(batch_size),
                                callback=callback, interrupt=host.interrupted, crop=bool(crop),
-                               step_cache_threshold=float(step_cache))
+                               step_cache_threshold=float(step_cache), sampler=sampler)
     except Interrupted as e:
         # Free what the run held now, not when the exception is dropped: the traceback keeps the sampler's
         # frames (latents, noise, model inputs) alive, and ComfyUI keeps the exception until the prompt ends.
@@ -206,6 +208,11 @@ class UniDiffSampler:
                                                     "the first block's output changed less than this (relative) "
                                                     "since the last full step. 0 = off (exact). About 0.08-0.12 "
                                                     "skips a third to half of the evaluations, approximately."}),
+                "sampler": (sampler_names(), {"default": DEFAULT_SAMPLER,
+                                            "tooltip": "euler: the reference's sampler (default, exact parity). "
+                                                       "heun: 2nd order, about 2 model calls per step. dpmpp_2m: "
+                                                       "DPM-Solver++(2M), 2nd order at 1 call per step: fewer "
+                                                       "steps for the same quality."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -225,6 +232,6 @@ class UniDiffSampler:
         return validate(cls, check, width=width, height=height)
 
     def sample(self, model, text, seed, steps, guidance, width, height, batch_size, crop, frames=None,
-               step_cache=0.0, unique_id=None):
+               step_cache=0.0, sampler=DEFAULT_SAMPLER, unique_id=None):
         return (run_sampler(model, text, seed, steps, guidance, width, height, batch_size, crop, frames,
-                            node_id=unique_id, step_cache=step_cache),)
+                            node_id=unique_id, step_cache=step_cache, sampler=sampler),)

@@ -157,7 +157,7 @@ PUBLIC_API = {
                                  "frames:UNIDIFF_FRAMES", "images:IMAGE"], ["UNIDIFF_FRAMES"]),
     "UniDiffSampler": (["model:UNIDIFF_MODEL", "text:UNIDIFF_TEXT", "seed:INT", "steps:INT", "guidance:FLOAT",
                         "width:INT", "height:INT", "batch_size:INT", "crop:BOOLEAN", "frames:UNIDIFF_FRAMES",
-                        "step_cache:FLOAT"],
+                        "step_cache:FLOAT", "sampler:COMBO"],
                        ["UNIDIFF_LATENTS"]),
     "UniDiffDecodeImages": (["model:UNIDIFF_MODEL", "latents:UNIDIFF_LATENTS"], ["IMAGE", "IMAGE"]),
     "UniDiffDecodeDepth": (["model:UNIDIFF_MODEL", "latents:UNIDIFF_LATENTS"], ["IMAGE", "IMAGE", "MASK"]),
@@ -548,6 +548,16 @@ def test_sampler_step_cache_input_reaches_the_engine(model):
     assert cached.result.step_cache is not None and exact.result.step_cache is None
     assert cached.result.latents.shape == exact.result.latents.shape
     assert torch.isfinite(cached.result.latents).all()
+
+
+def test_sampler_input_picks_the_engine_sampler(model):
+    node = M["UniDiffSampler"]()
+    args = (model, text("text2image", "a red cube"), 0, 4, 4.0, 64, 64, 1, True)
+    (default,) = node.sample(*args)
+    (euler,) = node.sample(*args, sampler="euler")
+    (dpm,) = node.sample(*args, sampler="dpmpp_2m")
+    assert torch.equal(default.result.latents, euler.result.latents)  # old graphs (no sampler input) keep euler
+    assert (dpm.result.latents - euler.result.latents).abs().max() > 1e-4
 
 
 def test_loader_fp8_weight_format_runs(models_dir, model):

@@ -75,7 +75,7 @@ def test_inputs_to_the_first_call_match(golden_pipeline, golden_dir, name):
     tensors = load_file(golden_dir / name / "tensors.safetensors")
     seen = {}
 
-    def grab(step, total, latents):
+    def grab(step, total, latents, denoised):
         seen.setdefault("first", latents.clone())
 
     kwargs = summary(golden_dir)[name]["kwargs"]

@@ -41,7 +41,7 @@ def test_same_seed_same_result_and_condition_frames_kept(golden_pipeline, cond_i
 
 def test_callback_sees_every_step_and_interrupt_stops(golden_pipeline):
     calls = []
-    run(golden_pipeline, [Frame()], callback=lambda i, n, x: calls.append((i, n, tuple(x.shape))))
+    run(golden_pipeline, [Frame()], callback=lambda i, n, x, x0: calls.append((i, n, tuple(x.shape))))
     assert calls == [(0, 3, (1, 1, 16, 8, 8)), (1, 3, (1, 1, 16, 8, 8)), (2, 3, (1, 1, 16, 8, 8))]
     steps_done = []
 
@@ -49,7 +49,7 @@ def test_callback_sees_every_step_and_interrupt_stops(golden_pipeline):
         return len(steps_done) >= 1
 
     with pytest.raises(Interrupted):
-        run(golden_pipeline, [Frame()], callback=lambda i, n, x: steps_done.append(i), interrupt=stop_after_first)
+        run(golden_pipeline, [Frame()], callback=lambda i, n, x, x0: steps_done.append(i), interrupt=stop_after_first)
     assert steps_done == [0]
 
 

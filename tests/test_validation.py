@@ -442,9 +442,9 @@ def test_cancel_frees_what_the_run_held(tiny_model, monkeypatch):
     generate = pipe.generate
 
     def spying_generate(*args, callback=None, **kwargs):
-        def both(step, total, latents):
+        def both(step, total, latents, denoised):
             callback_latents(step, total, latents)
-            callback(step, total, latents)
+            callback(step, total, latents, denoised)
         return generate(*args, callback=both, **kwargs)
 
     monkeypatch.setattr(pipe, "generate", spying_generate)
@@ -504,9 +504,9 @@ def test_cancel_seen_by_the_progress_hook_frees_the_run_too(tiny_model, monkeypa
     generate = pipe.generate
 
     def spying_generate(*args, callback=None, **kwargs):
-        def both(step, total, latents):
+        def both(step, total, latents, denoised):
             seen.append(weakref.ref(latents))
-            callback(step, total, latents)
+            callback(step, total, latents, denoised)
         return generate(*args, callback=both, **kwargs)
 
     monkeypatch.setattr(pipe, "generate", spying_generate)

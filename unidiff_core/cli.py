@@ -10,6 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .common.samplers import DEFAULT_SAMPLER, sampler_names
 from .families import checkpoint_defaults, family_of, resolve_checkpoint
 
 
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--step-cache", type=float, default=0.0, metavar="THRESHOLD",
                      help="first-block step cache: skip most of the transformer on steps whose first-block output "
                           "changed by less than THRESHOLD (relative L1, e.g. 0.05-0.1); faster, approximate; 0 = off")
+    gen.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=sampler_names(),
+                     help="euler (the reference's, default), heun (2nd order, ~2 model calls per step) or dpmpp_2m "
+                          "(DPM-Solver++(2M), 2nd order, 1 call per step)")
     mv = run.add_argument_group("multi-view (interleaved image/ray frames)")
     mv.add_argument("--azimuths", type=_floats, help="per view, degrees, 'none' = unknown camera, e.g. 0,30,none")
     mv.add_argument("--elevations", type=_floats)
@@ -211,7 +215,8 @@ def run(args) -> int:
     result = pipe.generate(args.prompt or "", frames, negative_prompt=args.negative_prompt or "", height=height,
                            width=width, steps=steps, guidance=4.0 if args.cfg is None else args.cfg, seed=args.seed,
                            batch_size=args.batch_size, crop=not args.no_crop, rope_scale=args.rope_scale,
-                           rope_watershed=args.rope_watershed, step_cache_threshold=args.step_cache)
+                           rope_watershed=args.rope_watershed, step_cache_threshold=args.step_cache,
+                           sampler=args.sampler)
     image_frames = [i for i in result.generated if frames[i].kind == "image"]
     write_results(args, result, image_frames, pipe.decode(result.latents, image_frames), steps)
     return 0
@@ -327,7 +332,7 @@ def run_task(args) -> int:
     pipe = load_pipeline(args)
     result = pipe.generate(**request.generate_kwargs(), seed=args.seed, batch_size=args.batch_size,
                            crop=not args.no_crop, rope_scale=args.rope_scale, rope_watershed=args.rope_watershed,
-                           step_cache_threshold=args.step_cache)
+                           step_cache_threshold=args.step_cache, sampler=args.sampler)
     output = tasks.decode_result(pipe, request, result,
                                  tolerance=DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
                                  min_area=DEFAULT_MIN_AREA if args.min_area is None else args.min_area)

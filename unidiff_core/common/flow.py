@@ -8,7 +8,10 @@ at the schedule's last timestep (the reference's choice, not 0), in training as 
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # plain arithmetic on tensors: no torch import needed
+    import torch
 
 NUM_TRAIN_TIMESTEPS = 1000
 

@@ -12,12 +12,16 @@ first `warmup_steps` steps and the last step are always computed in full, and th
 against the last *fully computed* step, so the drift of consecutive skips accumulates and forces a
 recompute. The decision is one host sync per step (only when the cache is on).
 
-threshold 0 (the default of `sample()` / `UniDiffPipeline.generate`) turns the cache off and
-leaves results bit-identical to the uncached path.
+The cache is a model-side hook: `with cache.attached(model): ...` makes the model's forward run its
+blocks through `run` (a model exposes a `blocks_hook` attribute for it), so samplers and denoisers know
+nothing of it. It counts the model evaluations itself; `total_steps` is how many the sampler will make
+(`samplers.model_evaluations`). threshold 0 (the default of `UniDiffPipeline.generate`) means no cache:
+results are bit-identical to the uncached path.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Callable
 
 import torch
@@ -38,9 +42,14 @@ class FirstBlockCache:
         self.cached_steps = 0
         self.changes: list[float] = []  # relative L1 change measured at each step (nan when not compared)
 
-    # ------------------------------------------------------------------ sampler side
-    def begin_step(self, index: int) -> None:
-        self.step = int(index)
+    @contextmanager
+    def attached(self, model):
+        """Run the model's blocks through this cache inside the block (one sampling run)."""
+        model.blocks_hook = self.run
+        try:
+            yield self
+        finally:
+            del model.blocks_hook  # back to the class default: no hook
 
     def reset(self) -> None:
         self._first_residual = self._rest_residual = None
@@ -56,7 +65,6 @@ class FirstBlockCache:
                 "eval_reduction": (total / self.full_steps) if self.full_steps else float("nan"),
                 "changes": [round(c, 6) for c in self.changes]}
 
-    # ------------------------------------------------------------------ model side
     def run(self, x: torch.Tensor, block: Callable[[int, torch.Tensor], torch.Tensor], depth: int) -> torch.Tensor:
         """Run blocks 0..depth-1 on x (block(i, x) -> x), skipping 1..depth-1 when allowed."""
         x0 = x
@@ -67,7 +75,9 @@ class FirstBlockCache:
         if prev is not None and prev.shape == first.shape and self._rest_residual is not None:
             change = float((first - prev).abs().mean() / prev.abs().mean().clamp_min(1e-12))
         self.changes.append(change)
-        if self.may_skip and change == change and change < self.threshold:
+        skip = self.may_skip and change == change and change < self.threshold
+        self.step += 1
+        if skip:
             self.cached_steps += 1
             return x + self._rest_residual
         x1 = x

@@ -203,6 +203,8 @@ class FinalLayer(nn.Module):
 
 
 class NextDiT(nn.Module):
+    blocks_hook = None  # optional model-side hook that runs the transformer blocks (see forward)
+
     def __init__(self, cfg: NextDiTConfig):
         super().__init__()
         self.config = cfg
@@ -300,14 +302,14 @@ class NextDiT(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, samples, timesteps, encoder_hidden_states=None, encoder_attention_mask=None,
-                scale_factor: float = 1.0, scale_watershed: float = 1.0, context: CaptionContext | None = None,
-                step_cache=None):
+                scale_factor: float = 1.0, scale_watershed: float = 1.0, context: CaptionContext | None = None):
         """Predict the flow velocity for every frame.
 
         samples: (B, F, C, H, W) or (B, C, H, W). timesteps on the 0..1000 scale: (B,) one per
         sample (the reference's text-to-image call), (B, F) one per frame (its multi-frame call), or
         a tensor of the samples' shape. Returns (B, F, C_out, H, W), always 5-D.
-        step_cache: an optional `step_cache.FirstBlockCache` that may skip blocks 1.. (off when None).
+        When `blocks_hook` is set (e.g. the step cache, `common.step_cache.FirstBlockCache.attached`), it runs
+        the blocks instead: blocks_hook(x, run_block, depth) with run_block(i, x) -> x.
         """
         if samples.ndim == 4:
             samples = samples[:, None]
@@ -327,9 +329,9 @@ class NextDiT(nn.Module):
 
         max_t = float(timesteps.max()) if (scale_factor != 1 or scale_watershed != 1) else 0.0
         rope = self.rope_angles(tf, th, tw, x.device, scale_factor, scale_watershed, max_t)
-        if step_cache is not None:
-            x = step_cache.run(x, lambda i, h: self.layers[i](h, c, rope, context.keys[i], context.values[i],
-                                                              context.mask), len(self.layers))
+        if self.blocks_hook is not None:
+            x = self.blocks_hook(x, lambda i, h: self.layers[i](h, c, rope, context.keys[i], context.values[i],
+                                                                context.mask), len(self.layers))
         else:
             for block, k, v in zip(self.layers, context.keys, context.values):
                 x = block(x, c, rope, k, v, context.mask)

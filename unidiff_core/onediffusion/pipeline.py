@@ -14,6 +14,7 @@ all F frames. Batch 1 therefore reproduces the reference exactly for the same se
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -22,7 +23,10 @@ import torch
 
 from . import preprocess
 from .loading import checkpoint_parts, load_scheduler_config, load_text_encoder, load_transformer, load_vae
-from ..common.samplers import sample
+from ..common.flow import condition_timestep
+from ..common.samplers import DEFAULT_SAMPLER, SAMPLERS, FlowSchedule, model_evaluations
+from ..common.step_cache import FirstBlockCache
+from .denoiser import MultiFrameDenoiser
 from .schedule import DEFAULT_SCHEDULER_CONFIG, make_schedule
 from .vae import DOWNSCALE, LATENT_CHANNELS
 
@@ -162,12 +166,15 @@ class UniDiffPipeline:
                  width: int | None = None, steps: int = 50, guidance: float = 4.0, seed: int = 0,
                  batch_size: int = 1, callback: Callable | None = None, interrupt: Callable | None = None,
                  crop: bool = True, rope_scale: float = 1.0, rope_watershed: float = 1.0,
-                 reference_bright_quirk: bool = False, step_cache_threshold: float = 0.0) -> GenerationResult:
+                 reference_bright_quirk: bool = False, step_cache_threshold: float = 0.0,
+                 sampler: str = DEFAULT_SAMPLER) -> GenerationResult:
         frames = list(frames)
         if not frames:
             raise ValueError("frames is empty: give at least one frame")
         if all(f.given for f in frames):
             raise ValueError("every frame is given: mark at least one frame to generate")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler {sampler!r} is not one of {', '.join(SAMPLERS)}")
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be at least 1")
         prompts = [prompt] * batch_size if isinstance(prompt, str) else list(prompt)
@@ -213,14 +220,16 @@ class UniDiffPipeline:
         forward_kwargs = {}
         if rope_scale != 1.0 or rope_watershed != 1.0:
             forward_kwargs = dict(scale_factor=rope_scale, scale_watershed=rope_watershed)
-        cache = None
-        if step_cache_threshold > 0:  # opt-in first-block step cache (approximate; 0 = off, exact)
-            from ..common.step_cache import FirstBlockCache
-
-            cache = FirstBlockCache(step_cache_threshold, len(timesteps))
-        out = sample(self.transformer, context, latents, cond.to(device), generate_mask, timesteps.to(device),
-                     sigmas.to(device), guidance=guidance, callback=callback, interrupt=interrupt,
-                     forward_kwargs=forward_kwargs, step_cache=cache)
+        schedule = FlowSchedule(timesteps.to(device), sigmas.to(device))
+        denoiser = MultiFrameDenoiser(self.transformer, context, cond.to(device), generate_mask,
+                                      condition_timestep(schedule.timesteps), guidance, forward_kwargs)
+        run = SAMPLERS[sampler]
+        # opt-in first-block step cache (approximate; 0 = off, exact), a hook on the model for this run
+        cache = FirstBlockCache(step_cache_threshold, model_evaluations(sampler, steps)) \
+            if step_cache_threshold > 0 else None
+        with cache.attached(self.transformer) if cache is not None else contextlib.nullcontext():
+            out = denoiser.impose(run(denoiser, denoiser.impose(latents), schedule, callback=callback,
+                                      interrupt=interrupt))
         return GenerationResult(latents=out.float().cpu(), frames=frames, height=height, width=width, seed=int(seed),
                                 timesteps=timesteps, sigmas=sigmas, mu=mu,
                                 step_cache=cache.stats() if cache is not None else None)
