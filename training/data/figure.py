@@ -89,15 +89,15 @@ def pose_map(fig: Figure, size: int = 64) -> np.ndarray:
     return (cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA) / 255.0).astype(np.float32)
 
 
-def keypoints_from_map(frame: np.ndarray, tolerance: float = 70.0) -> list[tuple[float, float] | None]:
-    """(x, y) fractions per joint: the centroid of the pixels closest to that joint's colour (None if none)."""
-    pixels = np.asarray(frame, dtype=np.float32) * 255.0
-    table = np.array(JOINT_COLORS, dtype=np.float32)
-    distance = np.linalg.norm(pixels[:, :, None, :] - table[None, None], axis=-1)
-    nearest, close = distance.argmin(-1), distance.min(-1) <= tolerance
-    h, w = frame.shape[:2]
+def keypoints_from_map(frame: np.ndarray, tolerance: float = 100.0) -> list[tuple[float, float] | None]:
+    """(x, y) fractions per joint: where the (3x3-smoothed) map comes closest to that joint's colour, or None
+    when no pixel is within `tolerance` (RGB distance). Robust to the soft colours of a decoded map."""
+    pixels = cv2.blur(np.asarray(frame, dtype=np.float32), (3, 3)) * 255.0
+    h, w = pixels.shape[:2]
     out = []
-    for k in range(len(JOINTS)):
-        ys, xs = np.nonzero((nearest == k) & close)
-        out.append(None if not len(xs) else ((xs.mean() + 0.5) / w, (ys.mean() + 0.5) / h))
+    for colour in JOINT_COLORS:
+        distance = np.linalg.norm(pixels - np.array(colour, np.float32), axis=-1)
+        k = int(distance.argmin())
+        y, x = divmod(k, w)
+        out.append(None if distance.flat[k] > tolerance else ((x + 0.5) / w, (y + 0.5) / h))
     return out
