@@ -202,31 +202,50 @@ def lr_at(recipe: dict, step: int, elapsed_s: float = 0.0) -> float:
 
 # ------------------------------------------------------------------------------ plot
 def plot_losses(csv_path: Path, png_path: Path, window: int = 50) -> None:
-    import matplotlib
+    """Per-task moving means of the loss against the step, log scale, drawn with PIL (no plotting library)."""
+    from PIL import Image, ImageDraw
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from unidiff_core.onediffusion.palette import PALETTE, hex_to_rgb
 
     rows = list(csv.DictReader(open(csv_path)))
     if not rows:
         return
     by_task: dict[str, list[tuple[int, float]]] = {}
     for r in rows:
-        by_task.setdefault(r["task"], []).append((int(r["step"]), float(r["loss"])))
-    fig, ax = plt.subplots(figsize=(10, 6))
+        by_task.setdefault(r["task"], []).append((int(r["step"]), max(float(r["loss"]), 1e-4)))
+    curves = {}
     for task, pts in sorted(by_task.items()):
         steps, losses = np.array(pts).T
         k = max(1, min(window, len(losses) // 5))
-        smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
-        ax.plot(steps[k - 1:], smooth, label=task, linewidth=1)
-    ax.set_xlabel("step")
-    ax.set_ylabel(f"flow-matching loss (moving mean of {window})")
-    ax.set_yscale("log")
-    ax.legend(fontsize=6, ncol=3)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=90)
-    plt.close(fig)
+        curves[task] = (steps[k - 1:], np.convolve(np.log10(losses), np.ones(k) / k, mode="valid"))
+    w, h, left, right, top, bottom = 1000, 560, 60, 230, 20, 40
+    x_max = max(float(c[0].max()) for c in curves.values()) or 1.0
+    y_lo = min(float(c[1].min()) for c in curves.values())
+    y_hi = max(float(c[1].max()) for c in curves.values())
+    y_lo, y_hi = np.floor(y_lo * 10) / 10, np.ceil(y_hi * 10) / 10 + 1e-6
+    img = Image.new("RGB", (w, h), "white")
+    draw = ImageDraw.Draw(img)
+
+    def xy(step, logloss):
+        return (left + (w - left - right) * step / x_max, top + (h - top - bottom) * (y_hi - logloss) / (y_hi - y_lo))
+
+    draw.rectangle([left, top, w - right, h - bottom], outline="black")
+    for tick in np.arange(y_lo, y_hi, 0.1 if y_hi - y_lo < 1.2 else 0.2):
+        y = xy(0, tick)[1]
+        draw.line([left, y, w - right, y], fill=(225, 225, 225))
+        draw.text((4, y - 6), f"{10 ** tick:.2f}", fill="black")
+    for frac in np.linspace(0, 1, 6):
+        x = left + (w - left - right) * frac
+        draw.text((x - 10, h - bottom + 6), f"{int(x_max * frac)}", fill="black")
+    draw.text((left, h - 16), "step        (y: flow-matching loss, log scale, moving mean)", fill="black")
+    for i, (task, (steps, values)) in enumerate(curves.items()):
+        colour = hex_to_rgb(PALETTE[i % len(PALETTE)][0])
+        points = [xy(s_, v) for s_, v in zip(steps, values)]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        draw.line([w - right + 10, top + 12 + 22 * i, w - right + 30, top + 12 + 22 * i], fill=colour, width=3)
+        draw.text((w - right + 36, top + 6 + 22 * i), task, fill="black")
+    img.save(png_path)
 
 
 # ------------------------------------------------------------------------------ main
