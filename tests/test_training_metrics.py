@@ -42,3 +42,13 @@ def test_edge_f1_counts_a_one_pixel_shift_as_a_match_and_a_miss_as_zero():
     shifted = np.roll(truth, 1, axis=0)
     assert edge_f1(shifted, truth) == 1.0
     assert edge_f1(np.roll(truth, 5, axis=0), truth) == 0.0
+
+
+def test_box_decoding_with_a_source_image_draws_the_found_boxes():
+    # found by the evaluation: the overlay of a source image is not C-contiguous, and drawing on it failed
+    from unidiff_core.onediffusion import outputs
+
+    sample = make_sample("image2boundingbox", SEED, 64)
+    photo = sample.frame_values()[0]
+    result = outputs.decode_boxes(sample.targets[1], sample.request.labels, source=photo)
+    assert result.boxes and result.overlay.shape == (64, 64, 3)
