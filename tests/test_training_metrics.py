@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from training.data import HELDOUT_SEEDS, make_sample
 from training.evaluate import baseline_frames
@@ -44,11 +45,14 @@ def test_edge_f1_counts_a_one_pixel_shift_as_a_match_and_a_miss_as_zero():
     assert edge_f1(np.roll(truth, 5, axis=0), truth) == 0.0
 
 
-def test_box_decoding_with_a_source_image_draws_the_found_boxes():
-    # found by the evaluation: the overlay of a source image is not C-contiguous, and drawing on it failed
+def test_box_decoding_of_a_strided_frame_draws_the_found_boxes():
+    # found by the evaluation: decode_result hands over frames sliced from the decoded batch (not C-contiguous);
+    # the overlay kept their strides and OpenCV refused to draw the boxes on it
     from unidiff_core.onediffusion import outputs
 
     sample = make_sample("image2boundingbox", SEED, 64)
-    photo = sample.frame_values()[0]
-    result = outputs.decode_boxes(sample.targets[1], sample.request.labels, source=photo)
+    # same pixels, laid out channel-first as a VAE decode permuted to (H, W, 3) leaves them
+    frame = torch.from_numpy(sample.targets[1]).permute(2, 0, 1).contiguous().permute(1, 2, 0).numpy()
+    assert not frame.flags["C_CONTIGUOUS"]
+    result = outputs.decode_boxes(frame, sample.request.labels, source=sample.frame_values()[0])
     assert result.boxes and result.overlay.shape == (64, 64, 3)
