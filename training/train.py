@@ -131,13 +131,19 @@ class Batcher:
         x0 = torch.stack([torch.stack([self.encode(v) for v in s.frame_values()]) for s in samples])
         return samples, x0, generate
 
-    def noise_levels(self, rng: np.random.Generator, batch: int, generate: torch.Tensor, tokens_per_frame: int):
-        """(sigma (B, F), timesteps (B, F)): logit-normal sigmas shifted like the sampler's schedule for
-        generated frames; the schedule's condition timestep for given frames."""
+    def noise_levels(self, rng: np.random.Generator, batch: int, generate: torch.Tensor, tokens_per_frame: int,
+                     step: int = 0):
+        """(sigma (B, F), timesteps (B, F)): logit-normal sigmas (a `sigma_uniform` share of samples uniform,
+        from step `sigma_uniform_from_step` on) shifted like the sampler's schedule for generated frames; the
+        schedule's condition timestep for given frames."""
         frames = len(generate)
         generated_tokens = int(generate.sum()) * tokens_per_frame
         shift = math.exp(shift_mu(generated_tokens, self.scheduler_config))
         u = 1 / (1 + np.exp(-rng.normal(size=(batch, frames))))
+        if step >= self.recipe.get("sigma_uniform_from_step", 0):
+            # logit-normal rarely reaches sigma ~ 1, where sampling starts: mix in uniform draws
+            uniform = rng.random(batch) < self.recipe.get("sigma_uniform", 0.0)
+            u[uniform] = rng.random((int(uniform.sum()), frames))
         shared = rng.random(batch) < self.recipe["shared_sigma"]
         u[shared] = u[shared, :1]
         sigma = shift * u / (1 + (shift - 1) * u)
@@ -314,7 +320,7 @@ def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True, 
             samples, x0, generate = batcher.make(task, views, seeds)
             rng = rng_for(seeds[0], "noise")
             prompts = ["" if rng.random() < recipe["prompt_dropout"] else s.prompt for s in samples]
-            sigma, timesteps = batcher.noise_levels(rng, len(samples), generate, tokens_per_frame)
+            sigma, timesteps = batcher.noise_levels(rng, len(samples), generate, tokens_per_frame, step)
             noise = torch.from_numpy(rng.standard_normal(x0.shape, dtype=np.float32))
             tokens = tokenizer(prompts, padding="longest", max_length=300, truncation=True, return_tensors="pt")
             device = accelerator.device
