@@ -91,3 +91,14 @@ def test_cli_runs_a_trained_checkpoint_at_its_declared_size(run, tmp_path):
     assert code == 0
     pngs = sorted(tmp_path.glob("*.png"))
     assert pngs and Image.open(pngs[0]).size == (32, 32)
+
+
+def test_fine_tuning_starts_from_a_checkpoint_and_keeps_its_parts(run, tmp_path):
+    out, _ = run
+    summary = train(load_recipe(RECIPE, steps=5), tmp_path, init=out / "checkpoint", progress=False)
+    assert summary["steps"] == 5 and summary["init"] == str(out / "checkpoint")
+    tuned = UniDiffPipeline.from_pretrained(tmp_path / "checkpoint")
+    base = UniDiffPipeline.from_pretrained(out / "checkpoint")
+    assert torch.equal(tuned.vae.basis, base.vae.basis)  # the codec is kept, not refitted
+    changed = [k for k, v in tuned.transformer.state_dict().items() if not torch.equal(v, base.transformer.state_dict()[k])]
+    assert changed  # the weights moved

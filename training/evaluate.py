@@ -190,6 +190,7 @@ def evaluate(checkpoint, tasks=None, samples: int = 16, steps: int = 20, out: Pa
         for name in scores["model"][0]:
             metrics[name] = {who: round(float(np.mean([s[name] for s in scores[who]])), 4) for who in scores}
             metrics[name]["higher_is_better"] = HIGHER[name]
+            metrics[name]["per_sample"] = {who: [round(float(x[name]), 4) for x in scores[who]] for who in scores}
         results[task] = {"metrics": metrics, "baseline": BASELINES[task], "samples": samples,
                          "guidance": TEXT_TASKS.get(task, 1.0), "seconds": round(time.time() - t0, 1)}
         head = next(iter(metrics))

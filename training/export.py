@@ -63,11 +63,9 @@ def export_checkpoint(folder, transformer, text_encoder, tokenizer_dir, codec, c
     if tmp.exists():
         shutil.rmtree(tmp)
     save_transformer(transformer, tmp / "transformer")
-    codec.save_pretrained(tmp / "vae")
+    (codec if hasattr(codec, "save_pretrained") else codec.model).save_pretrained(tmp / "vae")  # codec or VAE
     text_encoder.save_pretrained(str(tmp / "text_encoder"), safe_serialization=True)
-    (tmp / "tokenizer").mkdir(parents=True)
-    for name in ("spiece.model", "tokenizer_config.json"):
-        shutil.copy(Path(tokenizer_dir) / name, tmp / "tokenizer" / name)
+    shutil.copytree(Path(tokenizer_dir), tmp / "tokenizer")
     (tmp / "scheduler").mkdir()
     (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(
         dict(_class_name="FlowMatchEulerDiscreteScheduler", **DEFAULT_SCHEDULER_CONFIG), indent=2) + "\n")

@@ -119,7 +119,8 @@ class Batcher:
     def encode(self, value) -> torch.Tensor:
         tensor = as_tensor(value)
         if tensor.shape[0] == 3:  # an image frame
-            return self.codec.encode(tensor[None] * 2 - 1)[0] * self.codec.scaling_factor
+            mean, _ = self.codec.posterior(tensor[None] * 2 - 1)  # the pixel codec or a VAE (posterior mean)
+            return mean[0].float().cpu() * self.codec.scaling_factor
         return tensor  # a ray latent
 
     def make(self, task: str, views, seeds: list[int]):
@@ -255,7 +256,21 @@ def plot_losses(csv_path: Path, png_path: Path, window: int = 50) -> None:
 
 
 # ------------------------------------------------------------------------------ main
-def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True, window_minutes: float | None = None) -> dict:
+def load_for_finetuning(checkpoint):
+    """(transformer, text encoder, tokenizer, codec or VAE, tokenizer folder) of a checkpoint, trainable."""
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    from unidiff_core.onediffusion.loading import checkpoint_parts, load_transformer, load_vae
+
+    found = checkpoint_parts(checkpoint)
+    transformer = load_transformer(found.transformer).requires_grad_(True)
+    text = T5EncoderModel.from_pretrained(str(found.text_encoder), local_files_only=True, use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(found.tokenizer), local_files_only=True)
+    return transformer, text, tokenizer, load_vae(found.vae), found.tokenizer
+
+
+def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True, window_minutes: float | None = None,
+          init: str | Path | None = None) -> dict:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
@@ -264,10 +279,13 @@ def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True, 
     accelerator = Accelerator(mixed_precision=recipe["mixed_precision"], cpu=use_cpu)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    vae_dir, tok_dir = prepare_parts(recipe, out, accelerator)
-    codec = load_codec(vae_dir)
-    tokenizer = parts.load_tokenizer(tok_dir)
-    transformer, text = build_models(recipe, tokenizer)
+    if init is not None:  # fine-tune: every part from an existing OneDiffusion-format checkpoint
+        transformer, text, tokenizer, codec, tok_dir = load_for_finetuning(init)
+    else:
+        vae_dir, tok_dir = prepare_parts(recipe, out, accelerator)
+        codec = load_codec(vae_dir)
+        tokenizer = parts.load_tokenizer(tok_dir)
+        transformer, text = build_models(recipe, tokenizer)
     opt = torch.optim.AdamW([
         {"params": transformer.parameters(), "lr": recipe["lr"]},
         {"params": text.parameters(), "lr": recipe["text_lr"]}], betas=(0.9, 0.99),
@@ -354,13 +372,13 @@ def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True, 
                "samples_seen": step * recipe["micro_batches"] * recipe["batch_size"] * accelerator.num_processes,
                "processes": accelerator.num_processes, "threads": recipe["threads"],
                "mixed_precision": recipe["mixed_precision"], "seed": recipe["seed"],
-               "train_seeds": [TRAIN_SEEDS.start, TRAIN_SEEDS.stop]}
+               "train_seeds": [TRAIN_SEEDS.start, TRAIN_SEEDS.stop], "init": str(init) if init else None}
     if accelerator.is_main_process:
         plot_losses(csv_path, out / "losses.png")
         final = [accelerator.unwrap_model(transformer), accelerator.unwrap_model(text)]
         backup = [{k: v.clone() for k, v in m.state_dict().items()} for m in final]
         ema.copy_to(final)
-        export_checkpoint(out / "checkpoint", final[0], final[1], tok_dir, codec.cpu(), card=summary, size=recipe["size"])
+        export_checkpoint(out / "checkpoint", final[0], final[1], tok_dir, codec.to("cpu"), card=summary, size=recipe["size"])
         for m, b in zip(final, backup):
             m.load_state_dict(b)
     accelerator.wait_for_everyone()
@@ -372,6 +390,8 @@ def main(argv=None):
     p.add_argument("--recipe", default=str(Path(__file__).parent / "recipes" / "mini.json"))
     p.add_argument("--out", required=True, help="run folder (parts, state, losses, checkpoint)")
     p.add_argument("--resume", action="store_true", help="go on from <out>/state when it exists")
+    p.add_argument("--init", help="fine-tune: start from this OneDiffusion-format checkpoint (e.g. models/UniDiff-Mini) "
+                                  "instead of new weights; its transformer config, T5, tokenizer and VAE/codec are kept")
     p.add_argument("--steps", type=int, help="override the recipe's step count")
     p.add_argument("--max-minutes", type=float, help="override the recipe's training-time budget (all sessions)")
     p.add_argument("--window-minutes", type=float,
@@ -382,7 +402,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     recipe = load_recipe(a.recipe, steps=a.steps, max_minutes=a.max_minutes, threads=a.threads,
                          mixed_precision=a.mixed_precision)
-    summary = train(recipe, Path(a.out), resume=a.resume, progress=not a.no_progress, window_minutes=a.window_minutes)
+    summary = train(recipe, Path(a.out), resume=a.resume, progress=not a.no_progress, window_minutes=a.window_minutes,
+                    init=a.init)
     print(json.dumps(summary, indent=2))
 
 
