@@ -48,9 +48,9 @@ tags: [onediffusion, unidiff, multi-task, diffusion, synthetic]
 
 A small multi-task diffusion model in the exact OneDiffusion layout, trained by this pack's own recipe on
 its procedural task data. It runs every task of the pack at {size}×{size} on a CPU in seconds, through the
-same loader, pipeline, CLI and ComfyUI nodes as the 2.8B OneDiffusion model, and gives recognisable
-output for the scenes it was trained on: coloured shapes on plain or gradient backgrounds, stick figures
-and two-colour 3-D primitives. It knows nothing of photographs.
+same loader, pipeline, CLI and ComfyUI nodes as the 2.8B OneDiffusion model. It was trained only on
+coloured shapes on plain or gradient backgrounds, stick figures and two-colour 3-D primitives, and knows
+nothing of photographs. How well it does each task, against a trivial baseline, is in the table below.
 
 * Transformer: NextDiT, {transformer['depth']} layers, width {transformer['hidden_size']},
   {transformer['num_heads']} heads ({transformer['num_kv_heads']} KV), patch {transformer['patch_size']},
@@ -65,8 +65,8 @@ and two-colour 3-D primitives. It knows nothing of photographs.
 ## Use
 
 ```
-python -m unidiff_core run --checkpoint mini --task text2image --caption "a red circle at the left and a blue square at the right on a white background" --out out/
-python -m unidiff_core run --checkpoint mini --task image2depth --image scene.png --out out/
+python -m unidiff_core run --checkpoint mini --task image2depth --image scene.png --steps 20 --cfg 1 --out out/
+python -m unidiff_core run --checkpoint mini --task text2image --caption "a red circle at the left on a white background" --steps 20 --cfg 2.5 --out out/
 ```
 In ComfyUI the Loader lists it as `UniDiff-Mini` (read in place from the pack's `models/` folder).
 
