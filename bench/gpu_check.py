@@ -2,6 +2,7 @@
 
     bash bench/gpu_check.sh                 # on a machine with a CUDA GPU, from the repository root
     python -m bench.gpu_check --small --device cpu   # a seconds-long dry run of the same code path
+    COMFYUI_PATH=<ComfyUI folder> python -m bench.gpu_check --variants partial --partial-gib 0,4
 
 Prints, per variant (bf16; bf16 with a fused soft-capped attention through flex_attention when
 available; fp8 e4m3 weights), the median step time, the achieved TFLOP/s (analytic FLOPs of this
@@ -9,6 +10,12 @@ engine's forward, bench/flops.py) against a measured bf16 matmul peak, and the p
 then the memory of a T5-XL-size encoder and of SD3-size VAE decodes (whole and tiled), and the
 1024² memory estimate of bench/memory.py next to the measurement. JSON goes to $OUT/gpu_check.json
 (or --json). Needs only torch (diffusers/transformers parts are skipped when absent).
+
+The `partial` variant (needs ComfyUI on COMFYUI_PATH) builds the transformer the way the Loader does
+inside ComfyUI (comfy.ops layers, ComfyUI's attention, a ModelPatcher), keeps its weights on the CPU and
+has the ModelPatcher load only `--partial-gib` GiB of them onto the GPU, as it does on a card too small
+for the model (--lowvram, --reserve-vram): the rest is cast onto the GPU layer by layer. It reports the
+peak GPU memory and step time for each budget.
 """
 
 from __future__ import annotations
@@ -74,10 +81,10 @@ def matmul_peak(device, dtype, n: int) -> float:
     return 2 * n ** 3 / statistics.median(times)
 
 
-def build_model(cfg: NextDiTConfig, device, dtype, seed: int = 0) -> NextDiT:
+def build_model(cfg: NextDiTConfig, device, dtype, seed: int = 0, operations=None, attention=None) -> NextDiT:
     """Random weights straight on the device (dense: gates and FFN outputs non-zero)."""
     with torch.device("meta"):
-        model = NextDiT(cfg)
+        model = NextDiT(cfg, operations, attention)
     model = model.to(dtype).to_empty(device=device)  # allocate once, directly in dtype
     g = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
@@ -201,6 +208,54 @@ def vae_memory(device, res: int, dtype, tile: int | None) -> dict:
     return out
 
 
+def comfy_host(device):
+    """ComfyUI (from COMFYUI_PATH) and the pack's nodes/host.py, loaded by path: the pack's `nodes`
+    package would clash with ComfyUI's top-level `nodes` module."""
+    import importlib.util
+
+    path = os.environ.get("COMFYUI_PATH")
+    if not path or not os.path.isdir(os.path.join(path, "comfy")):
+        raise RuntimeError("the partial variant needs ComfyUI: set COMFYUI_PATH to a ComfyUI folder")
+    if path not in sys.path:
+        sys.path.append(path)
+    from comfy.cli_args import args
+
+    args.cpu = device.type == "cpu"  # outside main.py no CLI is parsed
+    spec = importlib.util.spec_from_file_location("unidiff_host", ROOT / "nodes" / "host.py")
+    host = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(host)
+    if not host.available() or host._comfy("comfy.model_patcher") is None:
+        raise RuntimeError(f"ComfyUI at {path} does not import (its requirements: einops, psutil, ...)")
+    return host
+
+
+def partial_load(cfg, device, args, caption) -> dict:
+    """Peak GPU memory with the ModelPatcher forced to load only part of the transformer."""
+    host = comfy_host(device)
+    dtype = torch.bfloat16
+    ops = host.operations(model_module.OPERATIONS, dtype, dtype)
+    cpu = torch.device("cpu")
+    model = build_model(cfg, cpu, dtype, operations=ops, attention=host.attention())
+    part = host.ManagedPart("transformer", model, device, cpu)
+    if not part.streams:
+        raise RuntimeError("the transformer built from comfy.ops does not stream")
+    out = {"weights_gib": part.patcher.model_size() / GIB}
+    for budget in [float(b) for b in args.partial_gib.split(",")]:
+        reset_peak(device)
+        # What load_models_gpu does on a card without room for the whole model (lowvram_model_memory);
+        # 0 = every layer streamed.
+        part.patcher.load(device, lowvram_model_memory=max(1, int(budget * GIB)))
+        model.compute_device = device
+        row = denoise(model, cfg, device, args.res, args.steps, args.guidance, caption)
+        row["weights_on_gpu_gib"] = part.patcher.model.model_loaded_weight_memory / GIB
+        row["streamed_layers"] = sum(1 for m in model.modules() if getattr(m, "comfy_cast_weights", False))
+        out[f"budget_{budget:g}gib"] = row
+        part.patcher.unpatch_model(cpu)
+        model.compute_device = None
+    del model, part
+    return out
+
+
 def run_part(results: dict, name: str, fn):
     try:
         results[name] = fn()
@@ -216,7 +271,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=5, help="denoising steps per variant (the first is warm-up)")
     p.add_argument("--guidance", type=float, default=4.0)
     p.add_argument("--depth", type=int, default=16, help="transformer blocks (16 = the real model)")
-    p.add_argument("--variants", default="bf16,bf16-flex,fp8")
+    p.add_argument("--variants", default="bf16,bf16-flex,fp8,partial")
+    p.add_argument("--partial-gib", default="0,4", help="GPU weight budgets of the partial variant, GiB")
     p.add_argument("--small", action="store_true", help="dry run with a narrow model (checks the script, not the GPU)")
     p.add_argument("--json", help="output JSON (default $OUT/gpu_check.json when OUT is set)")
     args = p.parse_args(argv)
@@ -277,6 +333,8 @@ def main(argv=None) -> int:
         run_part(results, "fp8", fp8_run)
     del model
     reset_peak(device)
+    if "partial" in variants:
+        run_part(results, "partial", lambda: partial_load(cfg, device, args, caption))
     run_part(results, "t5_xl_encoder_bf16", lambda: t5_memory(device, dtype, args.small))
     vae_res = args.res if not args.small else 128
     run_part(results, "vae_decode_fp32", lambda: vae_memory(device, vae_res, torch.float32, None))
@@ -303,6 +361,14 @@ def main(argv=None) -> int:
         weights = r.get("weights_gib", results["weights_bf16_gib"])
         print(f"{name:<12}{r['step_median_s'] * 1e3:>9.1f}{r['tflop_per_step']:>11.1f}{r['tflops']:>9.1f}{frac:>12}"
               f"{r.get('peak_allocated_gib', float('nan')):>10.2f}{weights:>12.2f}")
+    partial = results.get("partial", {})
+    if "error" in partial:
+        print(f"{'partial':<12} error: {partial['error'][:100]}")
+    for key, r in partial.items():
+        if key.startswith("budget_"):
+            print(f"{'partial':<12}{r['step_median_s'] * 1e3:>9.1f}{r['tflop_per_step']:>11.1f}{r['tflops']:>9.1f}"
+                  f"{'':>12}{r.get('peak_allocated_gib', float('nan')):>10.2f}{r['weights_on_gpu_gib']:>12.2f}"
+                  f"  ({key[7:]} budget, {r['streamed_layers']} layers streamed)")
     for name in ("t5_xl_encoder_bf16", "vae_decode_fp32", "vae_decode_fp32_tiled512", "vae_decode_bf16"):
         r = results.get(name, {})
         print(f"{name:<26} " + (f"peak {r.get('peak_allocated_gib', float('nan')):.2f} GiB" if "error" not in r

@@ -57,6 +57,27 @@ def depth_map() -> Image.Image:
     return Image.fromarray((np.clip(depth, 0, 1) * 255).astype(np.uint8)).convert("RGB")
 
 
+def normal_map() -> Image.Image:
+    """Surface normals of the scene as RGB = (n + 1) / 2 (x right, y up, z to the viewer), as MMGen reads them."""
+    def rgb(n):
+        n = np.asarray(n, dtype=float)
+        return ((n / np.linalg.norm(n, axis=-1, keepdims=True) + 1) / 2 * 255).round().astype(np.uint8)
+
+    img = np.zeros((S, S, 3), np.uint8)
+    img[:] = rgb([0, 0, 1])  # sky: facing the viewer
+    img[HORIZON:] = rgb([0, 0.8, 0.6])  # ground: tilted up
+    x0, y0, x1, y1 = BOX
+    img[y0:y1, x0:x1] = rgb([0, 0, 1])
+    img[y0 - 14:y0, x0 + 9:x1 + 9] = rgb([0, 1, 0.15])  # the box top
+    cx, cy, r = BALL
+    yy, xx = np.mgrid[0:S, 0:S]
+    dx, dy = (xx - cx) / r, (cy - yy) / r
+    inside = dx ** 2 + dy ** 2 < 1
+    dz = np.sqrt(np.clip(1 - dx ** 2 - dy ** 2, 0, 1))
+    img[inside] = rgb(np.stack([dx, dy, dz], -1)[inside])
+    return Image.fromarray(img)
+
+
 def hed_map() -> Image.Image:
     edges = scene().convert("L").filter(ImageFilter.FIND_EDGES)
     edges = edges.point(lambda v: 255 if v > 24 else 0).filter(ImageFilter.GaussianBlur(1.5))
@@ -158,6 +179,7 @@ def main():
         "garden_depth.png": depth_map(),
         "garden_hed.png": hed_map(),
         "garden_semantic.png": semantic_map(),
+        "garden_normal.png": normal_map(),
         "pose.png": pose_map(),
         "face_smiling.png": face((60, 40, 30), (235, 195, 165), (200, 80, 120), smile=True),
         "face_profile.png": face((60, 40, 30), (235, 195, 165), (70, 120, 190), smile=False),

@@ -18,6 +18,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 PACK = os.path.dirname(HERE)
 CHECKPOINT = "OneDiffusion"
+MMGEN_CHECKPOINT = "MMGen"  # models/unidiff/MMGen: `python -m unidiff_core convert 0600000.pt ...` (or the .pt)
 PACK_ID, PACK_VERSION = "comfyui-unidiff", "0.1.0"
 
 # Core ComfyUI nodes the workflows use: (inputs [(name, type, widget default or None for a socket)], outputs).
@@ -108,8 +109,8 @@ class Graph:
         return node
 
     # ---------------------------------------------------------------- common pieces
-    def loader(self):
-        return self.add("UniDiffLoader", ckpt_name=CHECKPOINT)["model"]
+    def loader(self, ckpt_name: str = CHECKPOINT):
+        return self.add("UniDiffLoader", ckpt_name=ckpt_name)["model"]
 
     def text(self, task, prompt="", **kw):
         return self.add("UniDiffTextEncode", task=task, prompt=prompt, **kw)["text"]
@@ -378,6 +379,23 @@ def custom_image_and_depth(g):
     g.save(g.add("UniDiffDecodeDepth", model=model, latents=latents)["depth_color"], "_depth")
 
 
+def mmgen(task, image=None, modality=None, class_label="none", guidance=1.0):
+    """MMGen: a class (category) or one given modality -> all four modalities, 256x256, the reference's
+    sampler at 250 steps."""
+    def build(g):
+        model = g.loader(MMGEN_CHECKPOINT)
+        spec = g.add("UniDiffMMGenTask", task=task, class_label=class_label)["task"]
+        frames = None
+        if image is not None:
+            frames = g.add("UniDiffMMGenFrame", image=g.example(image)["image"], modality=modality)["frames"]
+        latents = sampler(g, model, spec, frames, steps=250, guidance=guidance)
+        out = g.add("UniDiffMMGenDecode", model=model, latents=latents)
+        for name in ("rgb", "depth", "normal", "segmentation"):
+            g.save(out[name], f"_{name}")
+        g.add("PreviewImage", images=g.add("MaskToImage", mask=out["region_mask"])["IMAGE"])
+    return build
+
+
 WORKFLOWS = {
     "text2image": text2image,
     "inpainting": inpainting,
@@ -403,6 +421,11 @@ WORKFLOWS = {
     "text2multiview": text2multiview,
     "camera_estimation": camera_estimation,
     "custom_image_and_depth": custom_image_and_depth,
+    "mmgen_category": mmgen("category", class_label="golden retriever"),
+    "mmgen_rgb2x": mmgen("rgb2x", "garden.png", "rgb"),
+    "mmgen_depth2x": mmgen("depth2x", "garden_depth.png", "depth", guidance=1.8),
+    "mmgen_normal2x": mmgen("normal2x", "garden_normal.png", "normal", guidance=1.8),
+    "mmgen_mask2x": mmgen("mask2x", "garden_semantic.png", "mask", guidance=1.8),
 }
 
 

@@ -11,6 +11,7 @@ from .examples import UniDiffExampleImage
 from .frames import (UniDiffConditionMap, UniDiffImageFrame, UniDiffInpaintFrame, UniDiffLayoutBoxes,
                      UniDiffMultiViewCameras, UniDiffReferenceImages)
 from .loader import UniDiffLoader
+from .mmgen import UniDiffMMGenDecode, UniDiffMMGenFrame, UniDiffMMGenTask
 from .sampler import UniDiffSampler
 from .text import UniDiffTextEncode
 
@@ -33,6 +34,9 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "UniDiffDecodeMultiView": "UniDiff Decode Multi-View",
     "UniDiffDecodeCameras": "UniDiff Decode Cameras",
     "UniDiffExampleImage": "UniDiff Example Image",
+    "UniDiffMMGenTask": "UniDiff MMGen Task",
+    "UniDiffMMGenFrame": "UniDiff MMGen Modality Frame",
+    "UniDiffMMGenDecode": "UniDiff MMGen Decode",
 }
 
 NODE_CLASS_MAPPINGS = {
@@ -52,6 +56,9 @@ NODE_CLASS_MAPPINGS = {
     "UniDiffDecodeMultiView": UniDiffDecodeMultiView,
     "UniDiffDecodeCameras": UniDiffDecodeCameras,
     "UniDiffExampleImage": UniDiffExampleImage,
+    "UniDiffMMGenTask": UniDiffMMGenTask,
+    "UniDiffMMGenFrame": UniDiffMMGenFrame,
+    "UniDiffMMGenDecode": UniDiffMMGenDecode,
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

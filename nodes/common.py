@@ -6,6 +6,8 @@ accepted). The engine takes single images as (H, W, 3) tensors in 0..1 and masks
 
 from __future__ import annotations
 
+from ..unidiff_core.common import checks
+
 CATEGORY = "UniDiff"
 MODEL = "UNIDIFF_MODEL"
 TEXT = "UNIDIFF_TEXT"
@@ -40,15 +42,6 @@ def check_mask(mask, name: str = "mask"):
     return mask[None] if mask.ndim == 2 else mask
 
 
-def resize_mask(mask, height: int, width: int):
-    """(B, h, w) -> (B, height, width), bilinear (a LoadImage mask may differ in size from its image)."""
-    import torch.nn.functional as F
-
-    if tuple(mask.shape[-2:]) == (height, width):
-        return mask
-    return F.interpolate(mask[:, None], size=(height, width), mode="bilinear", align_corners=False)[:, 0].clamp(0, 1)
-
-
 def to_image(value):
     """One picture -> IMAGE (1, H, W, 3): a PIL image, a uint8/float array or a float tensor (H, W, 3) in 0..1."""
     import numpy as np
@@ -64,19 +57,10 @@ def to_image(value):
     return t[..., :3].clamp(0, 1).contiguous()
 
 
-def parse_numbers(text, name: str, allow_none: bool = False) -> list:
-    """'0, 30, none' -> [0.0, 30.0, None]; a clear error names the widget and the bad entry."""
-    from ..unidiff_core.onediffusion.validation import numbers
-
-    return numbers(text, name, allow_none)
-
-
 # ------------------------------------------------------------------------------------ VALIDATE_INPUTS
 def widget_checks(cls, **values) -> None:
     """ComfyUI's own checks (combo, min/max) of the widgets a node validates itself: declaring an input in
     VALIDATE_INPUTS turns ComfyUI's checks off for it. None = linked (checked when the node runs)."""
-    from ..unidiff_core.onediffusion import validation
-
     spec = cls.INPUT_TYPES()
     declared = {**spec.get("required", {}), **spec.get("optional", {})}
     for name, value in values.items():
@@ -85,19 +69,17 @@ def widget_checks(cls, **values) -> None:
         kind = declared[name][0]
         opts = declared[name][1] if len(declared[name]) > 1 else {}
         if isinstance(kind, list):
-            validation.choice(name, value, kind)
+            checks.choice(name, value, kind)
         elif kind in ("INT", "FLOAT"):
-            validation.number(name, value, opts.get("min"), opts.get("max"), integer=kind == "INT")
+            checks.number(name, value, opts.get("min"), opts.get("max"), integer=kind == "INT")
 
 
 def validate(cls, check=None, **values):
     """The VALIDATE_INPUTS answer: True, or the message of the first failed check (ComfyUI shows it in
     node_errors as `custom_validation_failed` and POST /prompt answers 400)."""
-    from ..unidiff_core.onediffusion.validation import message
-
     def run():
         widget_checks(cls, **values)
         if check is not None:
             check()
 
-    return message(run)
+    return checks.message(run)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from ..unidiff_core.onediffusion import validation
 from . import host
 from .common import CATEGORY, LATENTS, MODEL
 
@@ -81,23 +82,14 @@ def decode_depth(model, latents):
 
 
 def decode_segmentation(model, latents, tolerance=None, min_area=None, label: str = ""):
-    wanted = [lab.strip() for lab in (label or "").split(",") if lab.strip()]
     known = [lab.label for lab in getattr(getattr(latents, "request", None), "labels", None) or []]
-    unknown = [lab for lab in wanted if lab not in known]
-    if known and unknown:  # before the VAE decode
-        raise ValueError(f"label: {unknown} not among the labels {known} (got {label!r}); use some of them, "
-                         "comma-separated, or leave it empty for all")
+    if known:  # before the VAE decode
+        validation.select_labels(label, known)
     out = task_output(model, latents, tolerance, min_area)
     if out.overlay is None or out.boxes is not None or not out.masks:
         raise ValueError(f"these latents hold no semantic map with labels (task {_task(latents)!r}); use task "
                          "'image2semanticmap' with labels on the text node")
-    labels = list(out.masks)
-    if (label or "").strip():
-        wanted = [lab.strip() for lab in label.split(",") if lab.strip()]
-        unknown = [lab for lab in wanted if lab not in out.masks]
-        if unknown:
-            raise ValueError(f"label: {unknown} not among the labels {labels}")
-        labels = wanted
+    labels = validation.select_labels(label, list(out.masks))
     return _out(_mask_stack(out.masks, labels)), _out(out.overlay), json.dumps(labels)
 
 

@@ -1,189 +1,123 @@
 """Condition encoders: nodes that append frames to a UNIDIFF_FRAMES chain.
 
 Each node takes an optional `frames` input and returns the chain with its own contribution
-appended, so any frame sequence can be built. A contribution carries two readings of the same
-inputs (a `FrameItem`):
-
-* `request`: keyword arguments of `unidiff_core.onediffusion.tasks.build_request`, used when the text node picks
-  a task: the task lays the frames out (generated frame first or last, [[imgN]] captions, colour
-  tokens, interleaved multi-view cameras) exactly as the reference does;
-* `frames`: explicit `tasks.FrameInput`s in chain order, used by task 'custom' (free-form runs).
+appended, so any frame sequence can be built. A contribution is one core value
+(`unidiff_core.onediffusion.contributions.Contribution`, made by the constructor of its kind); the
+sampler hands the chain to the core, which merges it into the task's request (or, for task
+'custom', runs the contributed frames as chained).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from .common import CATEGORY, FRAMES, check_mask, image_list, resize_mask, to_image, validate
+from ..unidiff_core.common import checks
+from ..unidiff_core.common.errors import InputError
+from ..unidiff_core.onediffusion import validation
+from ..unidiff_core.onediffusion.validation import GENERATED_WHATS, MAP_TYPES
+from .common import CATEGORY, FRAMES, check_mask, image_list, to_image, validate
 
 SUB = CATEGORY + "/frames"
 FRAMES_INPUT = (FRAMES, {"tooltip": "Frames chained so far (optional): this node appends its frames after them."})
-# A generated frame in a custom run: what it will hold (decoders read it).
-GENERATED_WHATS = ["image", "depth", "canny", "hed", "pose", "semantic_map", "box_map"]
-MAP_TYPES = ["depth", "canny", "hed", "pose", "semantic_map", "box_map"]
-
-
-@dataclass(frozen=True)
-class FrameItem:
-    node: str  # display name of the node that made it (for error messages)
-    frames: tuple = ()  # tasks.FrameInput, in order (custom runs)
-    request: dict = field(default_factory=dict)  # build_request keyword arguments (task runs); empty = custom only
-    labels: tuple = ()  # ColorLabels of maps built here (boxes)
 
 
 @dataclass(frozen=True)
 class FrameChain:
-    """The UNIDIFF_FRAMES value: an immutable sequence of FrameItems (branching a graph is safe)."""
+    """The UNIDIFF_FRAMES value: an immutable sequence of Contributions (branching a graph is safe)."""
 
     items: tuple = ()
 
-    def then(self, item: FrameItem) -> "FrameChain":
+    def then(self, item) -> "FrameChain":
         return FrameChain(self.items + (item,))
 
-    @property
-    def frame_inputs(self) -> list:
-        return [f for item in self.items for f in item.frames]
-
     def __repr__(self):
-        return f"FrameChain({[(i.node, len(i.frames)) for i in self.items]})"
+        return f"FrameChain({[(i.source, len(i.frames)) for i in self.items]})"
 
 
 def chain(frames) -> FrameChain:
     if frames is None:
         return FrameChain()
     if not isinstance(frames, FrameChain):
-        raise ValueError(f"frames: expected UNIDIFF_FRAMES from a UniDiff frame node, got {type(frames).__name__}")
+        raise InputError("frames", type(frames).__name__, "not UNIDIFF_FRAMES",
+                         "connect the frames output of a UniDiff frame node")
     return frames
 
 
-def _frame(**kw):
-    from ..unidiff_core.onediffusion.tasks import FrameInput
-
-    return FrameInput(**kw)
+def _one(image, name: str, rule: str):
+    """The one image of an IMAGE input that takes one (a batch is refused, not silently cut)."""
+    images = image_list(image, name)
+    if len(images) != 1:
+        raise InputError(name, f"a batch of {len(images)}", rule,
+                         "pick one image of the batch (e.g. ImageFromBatch) or use one node per image")
+    return images[0]
 
 
 # ------------------------------------------------------------------------------------ node logic
 def image_frame(what: str = "image", image=None, frames=None) -> FrameChain:
     """Given frames (one per image of the batch) or, without an image, one generated frame."""
-    if what not in GENERATED_WHATS:
-        raise ValueError(f"what={what!r} is not one of {', '.join(GENERATED_WHATS)}")
-    if image is None:  # no build_request reading: tasks lay out their own generated frames
-        item = FrameItem("UniDiff Image Frame (generate)", frames=(_frame(kind="image", what=what),))
+    from ..unidiff_core.onediffusion import contributions
+
+    if image is None:  # a task lays out its own generated frames: this one is for custom runs
+        item = contributions.generated_frame(what, source="UniDiff Image Frame (generate)")
     else:
-        images = image_list(image)
-        item = FrameItem("UniDiff Image Frame", frames=tuple(_frame(kind="image", image=im, what=what) for im in images),
-                         request={"images": images})
+        item = contributions.given_images(image_list(image), what, source="UniDiff Image Frame")
     return chain(frames).then(item)
 
 
 def inpaint_frame(image, mask, fill: str = "black", composite: bool = True, feather: int = 8, frames=None):
     """The image with the masked region (MASK 1 = repaint) painted over; returns (chain, condition image)."""
-    from ..unidiff_core.onediffusion import conditions, validation
+    from ..unidiff_core.onediffusion import contributions
 
-    images = image_list(image)
-    if len(images) != 1:
-        raise ValueError(f"image: UniDiff Inpaint Frame takes one image, got a batch of {len(images)}")
-    img = images[0]
-    m = check_mask(mask)[:1]
-    if float(m.max()) <= conditions.MASK_THRESHOLD:  # first: Load Image gives a 64x64 zero mask without alpha
-        raise ValueError("mask: nothing to repaint (every value <= 0.5); paint the region to repaint (1 = repaint), "
-                         "e.g. in the image editor of Load Image")
-    if validation.mask_fits_image(tuple(m.shape[-2:]), tuple(img.shape[:2])):  # a scaled copy: resize it
-        m = resize_mask(m, img.shape[0], img.shape[1])
-    m = m[0]
-    if float(m.max()) <= conditions.MASK_THRESHOLD:
-        raise ValueError("mask: nothing to repaint after resizing it to the image (every value <= 0.5); paint a "
-                         "larger region to repaint (1 = repaint)")
-    condition = conditions.inpaint_condition(img, m, fill=fill)
-    item = FrameItem("UniDiff Inpaint Frame", frames=(_frame(kind="image", image=condition, what="masked_image"),),
-                     request={"image": img, "mask": m, "fill": fill, "composite": bool(composite),
-                              "feather": int(feather)})
-    return chain(frames).then(item), to_image(condition)
+    img = _one(image, "image", "UniDiff Inpaint Frame takes one image")
+    item = contributions.inpaint(img, check_mask(mask)[0], fill, bool(composite), int(feather),
+                                 source="UniDiff Inpaint Frame")
+    return chain(frames).then(item), to_image(item.inputs["inpaint"].condition)
 
 
 def layout_boxes(boxes: str, width: int, height: int, frames=None):
     """Labelled boxes (JSON, fractions of the canvas) -> the palette-coloured box map; returns (chain, map)."""
-    from ..unidiff_core.onediffusion import conditions, validation
+    from ..unidiff_core.onediffusion import contributions
 
-    parsed = validation.boxes(boxes, units="fraction")  # JSON, count, labels, inside 0..1, ordered corners
-    validation.size("width", width)
-    validation.size("height", height)
-    layout = conditions.box_map(parsed, (int(height), int(width)), units="fraction")
-    item = FrameItem("UniDiff Layout Boxes", frames=(_frame(kind="image", image=layout.image, what="box_map"),),
-                     request={"boxes": parsed, "box_units": "fraction", "canvas_size": (int(height), int(width))},
-                     labels=tuple(layout.labels))
-    return chain(frames).then(item), to_image(layout.image)
+    item, box_map = contributions.layout_boxes(boxes, width, height, source="UniDiff Layout Boxes")
+    return chain(frames).then(item), to_image(box_map)
 
 
 def reference_images(image_1, caption_1: str = "", caption_2: str = "", caption_3: str = "", subject: str = "",
                      image_2=None, image_3=None, frames=None) -> FrameChain:
     """1-3 reference photos with captions (faceid: [[img1]]..[[img3]]; subject_driven: one photo + subject)."""
+    from ..unidiff_core.onediffusion import contributions
+
     refs = []
     for n, (image, caption) in enumerate(((image_1, caption_1), (image_2, caption_2), (image_3, caption_3)), 1):
-        if image is None:
-            continue
-        images = image_list(image, f"image_{n}")
-        if len(images) != 1:
-            raise ValueError(f"image_{n}: one reference per input, got a batch of {len(images)}")
-        refs.append((images[0], (caption or "").strip()))
+        if image is not None:
+            refs.append((_one(image, f"image_{n}", "one reference per input"), (caption or "").strip()))
     missing = [n for n, (_, caption) in enumerate(refs, 1) if not caption]
     if missing and len(missing) < len(refs):  # some references described, some not: a forgotten caption
-        from ..unidiff_core.common.errors import InputError
-
         n = missing[0]
         raise InputError(f"caption_{n}", "", f"empty, but image_{n} is connected and the other references have "
                          "captions (more reference images than captions)",
                          f"describe reference {n} in caption_{n}, or disconnect image_{n}")
-    request = {"references": refs}
-    if (subject or "").strip():
-        request["subject"] = subject.strip()
-    item = FrameItem("UniDiff Reference Images",
-                     frames=tuple(_frame(kind="image", image=im, what="reference") for im, _ in refs), request=request)
-    return chain(frames).then(item)
+    return chain(frames).then(contributions.references(refs, subject, source="UniDiff Reference Images"))
 
 
 def condition_map(image, map_type: str, extract_canny: bool = False, canny_low: int = 100, canny_high: int = 200,
                   frames=None):
     """A condition map (depth, canny, HED, pose, semantic or box map); extract_canny turns a photo into
     its Canny edge map. Returns (chain, the map as used)."""
-    from ..unidiff_core.onediffusion import conditions
+    from ..unidiff_core.onediffusion import contributions
 
-    if map_type not in MAP_TYPES:
-        raise ValueError(f"map_type={map_type!r} is not one of {', '.join(MAP_TYPES)}")
-    images = image_list(image)
-    if len(images) != 1:
-        raise ValueError(f"image: UniDiff Condition Map takes one map, got a batch of {len(images)}")
-    from ..unidiff_core.onediffusion.validation import canny_options
-
-    canny_options(map_type, extract_canny, canny_low, canny_high)
-    if extract_canny:
-        used = conditions.canny_map(images[0], canny_low, canny_high)
-        request = {"photo": images[0], "canny_low": int(canny_low), "canny_high": int(canny_high)}
-    else:
-        used = images[0]
-        request = {"image": images[0]}
-    request["map_type"] = map_type
-    item = FrameItem("UniDiff Condition Map", frames=(_frame(kind="image", image=used, what=map_type),), request=request)
+    item, used = contributions.condition_map(_one(image, "image", "UniDiff Condition Map takes one map"), map_type, extract_canny,
+                                             canny_low, canny_high, source="UniDiff Condition Map")
     return chain(frames).then(item), to_image(used)
 
 
 def multiview_cameras(azimuths: str, elevations: str, distance: float, focal: float, images=None, frames=None):
     """One view per azimuth (degrees, relative to view 0; 'none' = unknown camera, estimated)."""
-    from ..unidiff_core.onediffusion.validation import cameras
+    from ..unidiff_core.onediffusion import contributions
 
-    az, el = cameras(azimuths, elevations)  # also checked by VALIDATE_INPUTS before the prompt is queued
     view_images = image_list(images, "images") if images is not None else []
-    if len(view_images) > len(az):
-        raise ValueError(f"images: {len(view_images)} images for {len(az)} views; give at most one image per view")
-    request = {"azimuths": az, "elevations": el, "distances": float(distance), "focal": float(focal)}
-    if view_images:
-        request["images"] = view_images
-    frames_out = []
-    for i, (a, e) in enumerate(zip(az, el)):
-        image = view_images[i] if i < len(view_images) else None
-        frames_out.append(_frame(kind="image", image=image, what="image"))
-        frames_out.append(_frame(kind="ray", camera=None if a is None else (a, e, float(distance))))
-    item = FrameItem("UniDiff Multi-View Cameras", frames=tuple(frames_out), request=request)
+    item = contributions.multiview_cameras(azimuths, elevations, distance, focal, view_images,
+                                           source="UniDiff Multi-View Cameras")
     return chain(frames).then(item)
 
 
@@ -202,7 +136,7 @@ class UniDiffImageFrame:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "what": (GENERATED_WHATS, {
+                "what": (list(GENERATED_WHATS), {
                     "default": "image",
                     "tooltip": "What the frame holds. Matters for task 'custom': a generated frame's decoder "
                                "(image, depth map, edge map, ...), or what a given image is."}),
@@ -282,14 +216,12 @@ class UniDiffLayoutBoxes:
 
     @classmethod
     def VALIDATE_INPUTS(cls, boxes=None, width=None, height=None):
-        from ..unidiff_core.onediffusion import validation
-
         def check():
             if boxes is not None:
                 validation.boxes(boxes, units="fraction")
             for name, value in (("width", width), ("height", height)):
                 if value is not None:
-                    validation.size(name, value)
+                    checks.size(name, value)
 
         return validate(cls, check, width=width, height=height)
 
@@ -346,7 +278,7 @@ class UniDiffConditionMap:
         return {
             "required": {
                 "image": ("IMAGE", {"tooltip": "The map image (or a photo with extract_canny)."}),
-                "map_type": (MAP_TYPES, {
+                "map_type": (list(MAP_TYPES), {
                     "default": "depth",
                     "tooltip": "What the map is; must match the task (depth2image takes depth, ...). Depth: "
                                "white = near. Semantic/box maps: palette colours on black, named by the text "
@@ -363,9 +295,7 @@ class UniDiffConditionMap:
 
     @classmethod
     def VALIDATE_INPUTS(cls, map_type=None, extract_canny=None, canny_low=None, canny_high=None):
-        from ..unidiff_core.onediffusion.validation import canny_options
-
-        return validate(cls, lambda: canny_options(map_type, extract_canny, canny_low, canny_high),
+        return validate(cls, lambda: validation.canny_options(map_type, extract_canny, canny_low, canny_high),
                         map_type=map_type, canny_low=canny_low, canny_high=canny_high)
 
     def build(self, image, map_type, extract_canny, canny_low, canny_high, frames=None):
@@ -404,14 +334,12 @@ class UniDiffMultiViewCameras:
 
     @classmethod
     def VALIDATE_INPUTS(cls, azimuths=None, elevations=None):
-        from ..unidiff_core.onediffusion import validation
-
         def check():
             if azimuths is not None and elevations is not None:
                 validation.cameras(azimuths, elevations)
             elif azimuths is not None or elevations is not None:  # the other one is linked
                 name = "azimuths" if azimuths is not None else "elevations"
-                validation.numbers(azimuths if azimuths is not None else elevations, name, allow_none=True)
+                checks.numbers(azimuths if azimuths is not None else elevations, name, allow_none=True)
 
         return validate(cls, check)
 

@@ -1,7 +1,8 @@
 """Every contact of the pack with ComfyUI, in one place, with plain fallbacks when ComfyUI is absent.
 
 Node logic calls only this module for host services: model folders (`folder_paths`), devices and
-memory management (`comfy.model_management`, `comfy.model_patcher`), the progress bar and live
+memory management (`comfy.model_management`, `comfy.model_patcher`), the layer classes and attention
+the core's models are built with (`comfy.ops`, `comfy.ldm.modules.attention`), the progress bar and live
 previews (`comfy.utils.ProgressBar`, `latent_preview`) and Cancel (`processing_interrupted`).
 ComfyUI modules are imported lazily, inside the functions that need them, so the pack imports and
 its nodes run in plain Python (CI has no ComfyUI): folders then come from `FALLBACK_FOLDERS`, the
@@ -13,6 +14,8 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+
+from ..unidiff_core.mmgen.detect import TRAINING_SUFFIXES, is_mmgen_checkpoint  # torch-free
 
 log = logging.getLogger("UniDiff")
 
@@ -94,7 +97,7 @@ def _is_weight_file(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in WEIGHT_SUFFIXES
 
 
-def _scan(folder: str, want_dir, want_files: bool) -> list[str]:
+def _scan(folder: str, want_dir, want_files: bool, suffixes=None) -> list[str]:
     """Relative names ('/'-separated) of matching sub-folders (not descended into) and weight files."""
     names = set()
     for base in folder_dirs(folder):
@@ -113,7 +116,7 @@ def _scan(folder: str, want_dir, want_files: bool) -> list[str]:
             dirs[:] = keep
             if want_files:
                 for f in files:
-                    if _is_weight_file(f):
+                    if _is_weight_file(f) or (suffixes and os.path.splitext(f)[1].lower() in suffixes):
                         names.add(f if rel_root == "." else f"{rel_root}/{f}".replace(os.sep, "/"))
     return sorted(names, key=str.lower)
 
@@ -127,8 +130,10 @@ def _is_config_dir(path: str) -> bool:
 
 
 def list_checkpoints() -> list[str]:
-    """models/unidiff/: diffusers-layout folders (with transformer/) and single transformer files."""
-    return _scan(MODEL_FOLDER, is_diffusers_checkpoint, want_files=True)
+    """models/unidiff/: diffusers-layout folders (with transformer/) and single transformer files; MMGen's
+    released .pt files and converted folders."""
+    return _scan(MODEL_FOLDER, lambda p: is_diffusers_checkpoint(p) or is_mmgen_checkpoint(p), want_files=True,
+                 suffixes=TRAINING_SUFFIXES)
 
 
 def list_vaes() -> list[str]:
@@ -215,24 +220,106 @@ def initial_load_device(load_device, nbytes: int, dtype):
     return mm.unet_inital_load_device(max(1, nbytes // 2), torch.bfloat16)
 
 
+# ------------------------------------------------------------------------------------ layers and attention
+def operations(defaults, weight_dtype, compute_dtype):
+    """The layer classes a core model is built from (see unidiff_core/onediffusion/model.py).
+
+    Inside ComfyUI: comfy.ops' classes for each torch.nn layer named in `defaults` (no random init at
+    construction; weights cast per call when ComfyUI streams them, or when they are stored in another dtype
+    than the compute dtype: manual_cast), and each of the core's own layers (weight-only, computing in
+    `forward_with(x, weight)`) made castable the same way. Without ComfyUI: `defaults` unchanged."""
+    import torch
+
+    ops = _comfy("comfy.ops") if available() else None
+    if ops is None:
+        return defaults
+    base = ops.disable_weight_init if weight_dtype == compute_dtype else ops.manual_cast
+    names = [n for n in vars(defaults) if not n.startswith("_")]
+    layers = {}
+    for name in names:
+        layer = getattr(defaults, name)
+        if getattr(torch.nn, name, None) is layer and hasattr(base, name):
+            layers[name] = getattr(base, name)
+        else:
+            layers[name] = _castable(layer, ops, base.Linear.comfy_cast_weights)
+    return type("UniDiffOperations", (), layers)
+
+
+def _castable(layer, ops, cast: bool):
+    """A core weight-only layer with ComfyUI's per-call weight cast (its ModelPatcher turns it on for
+    layers it leaves on the offload device, with any weight patches applied on the way)."""
+
+    class Castable(layer, ops.CastWeightBiasOp):
+        comfy_cast_weights = cast
+        bias = None  # weight-only: comfy.ops.cast_bias_weight reads .bias
+
+        def forward(self, x):
+            if self.comfy_cast_weights or self.weight_function or self.bias_function:
+                weight, _ = ops.cast_bias_weight(self, x)
+                return self.forward_with(x, weight)
+            return super().forward(x)
+
+    Castable.__name__ = Castable.__qualname__ = layer.__name__
+    return Castable
+
+
+def attention():
+    """ComfyUI's attention (the backend its --use-*-attention flags chose) as fn(q, k, v, mask=None) on
+    (batch, heads, tokens, head_dim) tensors with a bool mask (True = attend), or None without ComfyUI."""
+    module = _comfy("comfy.ldm.modules.attention") if available() else None
+    if module is None:
+        return None
+    import torch
+
+    backend = module.optimized_attention_masked
+
+    def attend(q, k, v, mask=None):
+        if mask is not None and mask.dtype == torch.bool:  # its backends add the mask to the logits
+            mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, -torch.finfo(q.dtype).max)
+        return backend(q, k, v, q.shape[1], mask=mask, skip_reshape=True, skip_output_reshape=True)
+
+    return attend
+
+
+# ------------------------------------------------------------------------------------ memory management
+def streams(module) -> bool:
+    """Can ComfyUI load this module partially and stream the rest? Only when every layer that holds tensors
+    casts its weights per call (comfy.ops' layers and `operations` above carry `comfy_cast_weights`).
+    A bare parameter of a container (NextDiT's attention gates) is left on the offload device by a partial
+    load: the model moves it per call. diffusers' VAE and transformers' T5 do not stream: they load whole."""
+    for m in module.modules():
+        if next(m.children(), None) is not None:
+            continue
+        holds = next(m.parameters(recurse=False), None) is not None or next(m.buffers(recurse=False), None) is not None
+        if holds and not hasattr(m, "comfy_cast_weights"):
+            return False
+    return True
+
+
 class ManagedPart:
-    """One nn.Module of the pipeline (transformer, VAE or T5) registered with ComfyUI's memory
-    manager through a ModelPatcher, so ComfyUI offloads it when other models need the memory."""
+    """One torch module of a pipeline (a family's `modules()`: transformer, VAE, T5, ...) managed by
+    ComfyUI's memory manager through a ModelPatcher: loaded when a node needs it, offloaded when other
+    models need the memory. A part that streams may be loaded partially (--lowvram, --reserve-vram, or a
+    card too small for it); the others are loaded and offloaded whole."""
 
     def __init__(self, name: str, module, load_device, offload_device):
         self.name = name
         self.module = module
         self.load_device = load_device
         self.offload_device = offload_device
+        self.streams = streams(module)
         self.patcher = None
         mm = model_management()
-        if mm is not None and _comfy("comfy.model_patcher") is not None:
+        patcher_module = _comfy("comfy.model_patcher")
+        if mm is not None and patcher_module is not None:
             holder = _holder_class(name)(module, _module_device(module))
-            self.patcher = _comfy("comfy.model_patcher").ModelPatcher(
-                holder, load_device=load_device, offload_device=offload_device, size=mm.module_size(module))
+            cls = patcher_module.ModelPatcher if self.streams else _whole_patcher_class(patcher_module.ModelPatcher)
+            self.patcher = cls(holder, load_device=load_device, offload_device=offload_device,
+                               size=mm.module_size(module))
 
 
 _HOLDERS: dict = {}
+_WHOLE: dict = {}
 
 
 def _holder_class(part: str):
@@ -252,6 +339,21 @@ def _holder_class(part: str):
     return _HOLDERS[part]
 
 
+def _whole_patcher_class(model_patcher):
+    """A ModelPatcher that never loads or offloads its model in part: its layers cannot run with their
+    weights elsewhere. Refusing a partial unload makes ComfyUI offload it whole instead."""
+    if model_patcher not in _WHOLE:
+        class WholeModelPatcher(model_patcher):
+            def load(self, device_to=None, lowvram_model_memory=0, force_patch_weights=False, full_load=False):
+                return super().load(device_to, lowvram_model_memory, force_patch_weights, full_load=True)
+
+            def partially_unload(self, device_to, memory_to_free=0):
+                return 0
+
+        _WHOLE[model_patcher] = WholeModelPatcher
+    return _WHOLE[model_patcher]
+
+
 def _module_device(module):
     import torch
 
@@ -261,27 +363,23 @@ def _module_device(module):
 
 
 def load_parts(parts: list[ManagedPart]) -> None:
-    """Put these parts on their compute device: through ComfyUI (which first evicts other models as
-    needed) or, without ComfyUI, with a plain .to(). Always whole: the engine's modules have no
-    partial-offload (lowvram) path."""
+    """Make these parts ready to compute on their device. Through ComfyUI, which first evicts (or partially
+    offloads) other models as needed and may load a part that streams partially; without ComfyUI, a
+    plain .to(). A model that has `compute_device` (NextDiT) is told where to compute, since its weights
+    may be partly on the offload device."""
     mm = model_management()
     patchers = [p.patcher for p in parts if p.patcher is not None]
     if mm is not None and patchers:
-        try:
-            mm.load_models_gpu(patchers, force_full_load=True)
-        except TypeError:  # ComfyUI before force_full_load (2024): loads whole models anyway in normal VRAM
-            mm.load_models_gpu(patchers)
-    for part in parts:  # also repairs a part ComfyUI offloaded partially in between
-        if not all(_same_device(p.device, part.load_device) for p in part.module.parameters()):
+        # Room for the parts that load whole, so that a partially loaded part leaves it to them.
+        whole = sum(p.patcher.model_size() - p.patcher.loaded_size() for p in parts
+                    if p.patcher is not None and not p.streams)
+        mm.load_models_gpu(patchers, memory_required=whole)
+    else:
+        for part in parts:
             part.module.to(part.load_device)
-
-
-def _same_device(a, b) -> bool:
-    """cuda and cuda:0 are the same device (a missing index means the current one)."""
-    import torch
-
-    a, b = torch.device(a), torch.device(b)
-    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+    for part in parts:
+        if hasattr(part.module, "compute_device"):
+            part.module.compute_device = part.load_device
 
 
 def soft_empty_cache() -> None:
@@ -314,16 +412,17 @@ def progress_bar(total: int, node_id=None):
         return utils.ProgressBar(total)
 
 
-def latent_previewer():
+def latent_previewer(latent_format: str = "SD3"):
     """fn(latent (1, 16, h, w)) -> PIL image per ComfyUI's --preview-method (latent2rgb / TAESD3 with
-    the SD3 latent format), or None when previews are off or ComfyUI is absent."""
+    the SD3 latent format; "SD15" for MMGen's 4-channel SD-VAE latents), or None when previews are off or
+    ComfyUI is absent."""
     if not available():
         return None
     latent_preview, formats = _comfy("latent_preview"), _comfy("comfy.latent_formats")
     if latent_preview is None or formats is None:
         return None
     try:
-        previewer = latent_preview.get_previewer(torch_device(), formats.SD3())
+        previewer = latent_preview.get_previewer(torch_device(), getattr(formats, latent_format)())
     except Exception as e:  # noqa: BLE001 - a broken previewer must never stop sampling
         log.warning("UniDiff: no live preview (%s)", e)
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+from ..unidiff_core.families import family_of
 from . import host
 from .common import CATEGORY, MODEL
 
@@ -16,19 +17,19 @@ _CACHE: dict = {}
 
 
 class UniDiffModel:
-    """The UNIDIFF_MODEL value: the engine pipeline plus one memory-managed part per module."""
+    """The UNIDIFF_MODEL value: the engine pipeline plus one memory-managed part per module it exposes
+    (`pipeline.modules()`: any family's pipeline names its own parts)."""
 
     def __init__(self, pipeline, name: str, dtype: str, load_device, offload_device):
         self.pipeline = pipeline
         self.name = name
         self.dtype = dtype
-        modules = {"text_encoder": pipeline.text_encoder.encoder, "transformer": pipeline.transformer,
-                   "vae": pipeline.vae.model}
         self.parts = {name: host.ManagedPart(name, module, load_device, offload_device)
-                      for name, module in modules.items()}
+                      for name, module in pipeline.modules().items()}
 
     def ready(self, *names: str):
-        """Move these parts onto the compute device (ComfyUI evicts other models first); returns the pipeline."""
+        """Make these parts ready on the compute device (ComfyUI evicts or partially offloads other models
+        first, and may load a streaming part partially); returns the pipeline."""
         host.load_parts([self.parts[n] for n in names])
         return self.pipeline
 
@@ -87,6 +88,14 @@ def load_model(ckpt_name: str, vae_name: str = host.FROM_CHECKPOINT, text_encode
     key = (ckpt, vae, t5, resolved, weight_format, str(load_device), _stamp(ckpt), _stamp(vae), _stamp(t5))
     if key in _CACHE:
         return _CACHE[key]
+    if family_of(ckpt).name == "mmgen":  # its own parts: the SiT and the SD VAE, no text encoder
+        from .mmgen import load_mmgen
+
+        _CACHE.clear()
+        host.soft_empty_cache()
+        pipeline = load_mmgen(ckpt_name, ckpt, vae, resolved, weight_format, load_device)
+        _CACHE[key] = UniDiffModel(pipeline, ckpt_name, resolved, load_device, host.offload_device())
+        return _CACHE[key]
     tokenizer = _tokenizer_for(t5, ckpt)
     # A bad checkpoint (pickle, truncated, wrong config, missing folder) fails here, before the loaded model
     # is dropped: the next prompt with the good one does not reload it.
@@ -97,9 +106,12 @@ def load_model(ckpt_name: str, vae_name: str = host.FROM_CHECKPOINT, text_encode
     device = host.initial_load_device(load_device, _weight_bytes(ckpt, vae, t5), torch_dtype)
     host.log.info("UniDiff: loading checkpoint %s (%s) ...", ckpt_name, resolved)
     started = time.perf_counter()
+    # ComfyUI's layer classes and attention: its ModelPatcher can then load the transformer partially.
+    operations = host.operations(UniDiffPipeline.OPERATIONS, torch_dtype, torch_dtype)
     pipeline = UniDiffPipeline.from_pretrained(ckpt, dtype=resolved, device=device, vae=vae, text_encoder=t5,
                                                tokenizer=tokenizer,
-                                               weight_dtype="fp8" if weight_format == "fp8_e4m3" else None)
+                                               weight_dtype="fp8" if weight_format == "fp8_e4m3" else None,
+                                               operations=operations, attention=host.attention())
     model = UniDiffModel(pipeline, ckpt_name, resolved, load_device, host.offload_device())
     _CACHE[key] = model
     host.log.info("UniDiff: loaded checkpoint %s in %.1f s", ckpt_name, time.perf_counter() - started)
@@ -128,8 +140,10 @@ def clear_cache() -> None:
 
 class UniDiffLoader:
     DESCRIPTION = ("Loads a OneDiffusion checkpoint from models/unidiff/ (a diffusers-layout folder, or a single "
-                   "transformer .safetensors with the VAE and T5 picked below). It stays loaded between runs; "
-                   "ComfyUI offloads it when other models need the GPU.")
+                   "transformer .safetensors with the VAE and T5 picked below), or an MMGen checkpoint (its released "
+                   ".pt, a converted folder or EMA .safetensors; the SD VAE from models/vae/, sd-vae-ft-mse by "
+                   "default). It stays loaded between runs; ComfyUI offloads it when other models need the GPU, and "
+                   "loads the OneDiffusion transformer partially (streaming the rest) when VRAM is short.")
     CATEGORY = CATEGORY + "/loaders"
     RETURN_TYPES = (MODEL,)
     RETURN_NAMES = ("model",)

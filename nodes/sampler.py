@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..unidiff_core.common import checks
 from ..unidiff_core.common.samplers import DEFAULT_SAMPLER, sampler_names
 from . import host
-from .common import CATEGORY, FRAMES, LATENTS, MODEL, TEXT
-from .frames import MAP_TYPES, chain
+from .common import CATEGORY, FRAMES, LATENTS, MODEL, TEXT, validate
+from .frames import chain
+from .mmgen import is_mmgen_run, run_mmgen_sampler
 from .text import TextSpec
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
-# build_request keywords every condition node may add besides a task's own inputs.
-_HELPER_KEYS = {"canvas_size", "box_units", "canny_low", "canny_high", "fill", "composite", "feather"}
 
 
 @dataclass
@@ -33,73 +33,15 @@ class LatentsResult:
 
 
 # ------------------------------------------------------------------------------------ request
-def _labels(text: TextSpec, frames) -> list | None:
-    if text.labels:
-        return text.labels
-    from_frames = [lab for item in frames.items for lab in item.labels]
-    return from_frames or None
-
-
 def task_request(text: TextSpec, frames=None, width: int = 0, height: int = 0, steps: int = 50,
-                  guidance: float = 4.0):
-    """TaskRequest from the text node and the frame chain (see nodes/frames.py for the two readings)."""
-    from ..unidiff_core.onediffusion import tasks
+                 guidance: float = 4.0):
+    """TaskRequest from the text node and the frame chain: merged by the core (onediffusion/contributions.py)."""
+    from ..unidiff_core.onediffusion import contributions
 
-    from ..unidiff_core.onediffusion.validation import size_pair
-
-    frames = chain(frames)
-    width, height = size_pair(width, height)  # multiples of 16, or both 0 (also checked by VALIDATE_INPUTS)
-    size = dict(height=None, width=None) if width == 0 else dict(height=int(height), width=int(width))
-    if text.custom:
-        if not frames.items:
-            raise ValueError("task 'custom' runs the chained frames: connect frames (at least one frame to "
-                             "generate, e.g. UniDiff Image Frame without an image)")
-        if not text.prompt:
-            raise ValueError("task 'custom' uses the prompt verbatim: write the whole prompt with its task token, "
-                             "e.g. '[[depth2image]] a cat'")
-        return tasks.freeform_request(text.prompt, frames.frame_inputs, negative_prompt=text.negative_prompt or "",
-                                      steps=steps, guidance=guidance, labels=_labels(text, frames), **size)
-    spec = tasks.get_task(text.task)
-    kwargs, owner = {}, {}
-    allowed = set(spec.inputs) | _HELPER_KEYS
-    for item in frames.items:
-        if not item.request:
-            raise ValueError(f"{item.node}: a frame to generate only works with task 'custom'; task "
-                             f"{spec.name!r} lays out its own generated frame(s) - connect an image, or pick "
-                             "task 'custom'")
-        for key, value in item.request.items():
-            if key == "map_type":  # a map for a map->image task must be the task's kind of map
-                wanted = spec.frames[1].what if len(spec.frames) > 1 else None
-                if wanted in MAP_TYPES and not spec.frames[1].generated and wanted != value:
-                    raise ValueError(f"{item.node}: map_type {value!r} but task {spec.name!r} takes a "
-                                     f"{wanted.replace('_', ' ')}; set map_type to {wanted!r} or pick the task "
-                                     f"for {value!r}")
-                continue
-            if key in ("images", "references"):
-                kwargs.setdefault(key, []).extend(value)
-                owner.setdefault(key, item.node)
-                continue
-            if key in kwargs:
-                raise ValueError(f"{item.node} and {owner[key]} both give {key}; task {spec.name!r} takes one")
-            kwargs[key], owner[key] = value, item.node
-    if "images" in kwargs and not spec.multiview:
-        images = kwargs.pop("images")
-        if "image" in kwargs:
-            raise ValueError(f"{owner['images']} and {owner['image']} both give the image; task {spec.name!r} "
-                             "takes one")
-        if len(images) != 1:
-            raise ValueError(f"task {spec.name!r} takes one image, got {len(images)} (from {owner['images']})")
-        kwargs["image"], owner["image"] = images[0], owner["images"]
-    for key in kwargs:
-        if key not in allowed:
-            raise ValueError(f"task {spec.name!r} does not use {key} (from {owner[key]}); its inputs are: "
-                             f"{', '.join(spec.inputs)}")
-    labels = text.labels or None
-    if labels is not None and "labels" not in spec.inputs:
-        raise ValueError(f"task {spec.name!r} takes no labels (got {labels!r}); clear the text node's labels")
-    prompt = text.prompt if text.verbatim else None
-    return tasks.build_request(spec.name, "" if prompt else text.prompt, labels=labels, steps=steps,
-                               guidance=guidance, negative_prompt=text.negative_prompt, prompt=prompt, **size, **kwargs)
+    width, height = checks.size_pair(width, height)  # multiples of 16, or both 0 (also checked by VALIDATE_INPUTS)
+    return contributions.task_request(text.task, text.prompt, chain(frames).items,
+                                      negative_prompt=text.negative_prompt, labels=text.labels,
+                                      width=width or None, height=height or None, steps=steps, guidance=guidance)
 
 
 # ------------------------------------------------------------------------------------ sampling
@@ -130,6 +72,9 @@ def run_sampler(model, text: TextSpec, seed: int, steps: int, guidance: float, w
                 previewer=None, step_cache: float = 0.0, sampler: str = DEFAULT_SAMPLER) -> LatentsResult:
     from ..unidiff_core.common.errors import Interrupted
 
+    if is_mmgen_run(model, text, frames):
+        return run_mmgen_sampler(model, text, seed, steps, guidance, width, height, batch_size, frames, node_id,
+                                 progress, previewer, step_cache)
     request = task_request(text, frames, width, height, steps, guidance)
     pipe = model.ready("text_encoder")
     prompts = [request.prompt] + ([request.negative_prompt or ""] if request.guidance > 1.0 else [])
@@ -219,15 +164,12 @@ class UniDiffSampler:
 
     @classmethod
     def VALIDATE_INPUTS(cls, width=None, height=None):
-        from ..unidiff_core.onediffusion import validation
-        from .common import validate
-
         def check():
             if width is not None and height is not None:
-                validation.size_pair(width, height)
+                checks.size_pair(width, height)
             for name, value in (("width", width), ("height", height)):
                 if value is not None:
-                    validation.size(name, value, allow_auto=True)
+                    checks.size(name, value, allow_auto=True)
 
         return validate(cls, check, width=width, height=height)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..unidiff_core.onediffusion import validation
+from ..unidiff_core.onediffusion.validation import CUSTOM
 from .common import CATEGORY, TEXT
-
-CUSTOM = "custom"
 
 
 def task_choices() -> list[str]:
@@ -23,14 +23,6 @@ class TextSpec:
     prompt: str  # the caption / instruction; a prompt starting with "[[" is used verbatim
     negative_prompt: str | None  # None = the task's default negative prompt
     labels: str = ""  # concepts with palette colours for segmentation/detection and given colour maps
-
-    @property
-    def custom(self) -> bool:
-        return self.task == CUSTOM
-
-    @property
-    def verbatim(self) -> bool:
-        return self.custom or self.prompt.lstrip().startswith("[[")
 
 
 def encode_text(task: str, prompt: str, negative_prompt: str = "", use_task_negative: bool = True,
@@ -90,9 +82,9 @@ class UniDiffTextEncode:
 
     @classmethod
     def VALIDATE_INPUTS(cls, task=None, prompt=None, labels=None):
-        from ..unidiff_core.onediffusion.validation import message, task_text
+        from ..unidiff_core.onediffusion.tasks import TASKS
 
-        return message(task_text, task, prompt, labels)  # the task combo is checked there too
+        return validation.message(validation.task_text, task, prompt, labels, TASKS)  # the task combo too
 
     def encode(self, task, prompt, negative_prompt, use_task_negative, labels):
         return (encode_text(task, prompt, negative_prompt, use_task_negative, labels),)

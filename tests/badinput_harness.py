@@ -34,6 +34,7 @@ CASES_FILE = HERE / "bad_inputs.json"
 WORKFLOWS = ROOT / "example_workflows" / "api"
 TINY = HERE / "fixtures" / "golden" / "tiny-onediffusion"
 TINY_NAME = "tiny-onediffusion"
+MMGEN_TINY_NAME = "tiny-mmgen.safetensors"  # as tests/realhost/comfy_server.py installs it
 OUTPUT_CLASSES = {"SaveImage", "PreviewImage", "PreviewAny"}
 
 # Bad checkpoints next to the tiny one in models/unidiff/ (what make_checkpoints builds).
@@ -55,14 +56,15 @@ def load_api(name: str) -> dict:
 
 
 def tiny(prompt: dict, steps: int = 2, size: int = 64, ckpt: str = TINY_NAME) -> dict:
-    """The graph on the tiny checkpoint: few steps, small size."""
+    """The graph on the tiny checkpoint: few steps, small size (MMGen graphs: the tiny MMGen, 256² only)."""
     prompt = copy.deepcopy(prompt)
+    mmgen = any(n["class_type"] == "UniDiffMMGenTask" for n in prompt.values())
     for node in prompt.values():
         inputs = node["inputs"]
         if node["class_type"] == "UniDiffLoader":
-            inputs["ckpt_name"] = ckpt
+            inputs["ckpt_name"] = MMGEN_TINY_NAME if mmgen else ckpt
         elif node["class_type"] == "UniDiffSampler":
-            inputs.update(steps=steps, width=size, height=size)
+            inputs.update(steps=steps, **({} if mmgen else dict(width=size, height=size)))
     return prompt
 
 
@@ -247,6 +249,7 @@ def run_cli(case: dict, folder: Path, checkpoints: dict) -> tuple[int, str]:
 def run_core(case: dict, folder: Path, checkpoints: dict, pack=None):
     """Call the core API function of a case; returns the exception it raised (or None)."""
     import importlib
+    import inspect
 
     name, kwargs = case["core"][0], case["core"][1]
     module_name, _, fn_name = name.rpartition(".")
@@ -255,8 +258,13 @@ def run_core(case: dict, folder: Path, checkpoints: dict, pack=None):
     else:
         module = importlib.import_module(f"unidiff_core.{module_name}")
     kwargs = Placeholders(folder, checkpoints).expand(kwargs)
+    function = getattr(module, fn_name)
+    if "inputs" in inspect.signature(function).parameters and "inputs" not in kwargs:  # build_request(task, inputs)
+        from unidiff_core.onediffusion.requests import TaskInputs
+
+        kwargs = {"task": kwargs.pop("task"), "inputs": TaskInputs(**kwargs)}
     try:
-        getattr(module, fn_name)(**kwargs)
+        function(**kwargs)
     except (ValueError, FileNotFoundError) as e:
         return e
     return None

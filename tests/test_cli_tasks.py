@@ -248,7 +248,7 @@ def test_run_without_task_keeps_its_defaults(tmp_path, capsys):
     (["--task", "boundingbox2image", "--boxes", "[]"], "boxes is empty"),
     (["--task", "image2semanticmap", "--image", "{photo}",
       "--labels", ",".join(f"l{i}" for i in range(21))], "21 labels"),
-    (["--task", "image2depth", "--image", "{photo}", "--azimuths", "0,30"], "for multi-view tasks"),
+    (["--task", "image2depth", "--image", "{photo}", "--azimuths", "0,30"], "task 'image2depth' does not take azimuths"),
     (["--prompt", "[[image_inpainting]]", "--image", "{photo}", "--mask", "{mask}"], "--mask need(s) --task NAME"),
 ])
 def test_cli_task_errors_are_clear(argv, message, files, tmp_path, capsys):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from unidiff_core.onediffusion import cameras, conditions, palette
+from unidiff_core.onediffusion import builders, cameras, conditions, palette
 
 
 def _photo(h=48, w=64, seed=0):
@@ -161,8 +161,8 @@ def test_reference_prompt_and_list():
     refs = conditions.reference_list([(_photo(), " ref one "), (_photo(), "")])
     assert [c for _, c in refs] == ["ref one", ""]
     expected = "[[img0]] target [[img1]] ref one [[img2]] ref two"
-    assert conditions.reference_prompt("target", ["ref one", "ref two"]) == expected
-    assert conditions.reference_prompt("", ["r"]) == "[[img0]] [[img1]] r"
+    assert builders.reference_prompt("target", ["ref one", "ref two"]) == expected
+    assert builders.reference_prompt("", ["r"]) == "[[img0]] [[img1]] r"
     with pytest.raises(ValueError, match="4 reference images given; this task takes 1 to 3"):
         conditions.reference_list([_photo()] * 4)
 

@@ -78,12 +78,18 @@ def model_folders(**folders):
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory):
-    """A models/ root with the tiny checkpoint as models/unidiff/tiny-onediffusion."""
+    """A models/ root with the tiny checkpoint as models/unidiff/tiny-onediffusion, and the tiny MMGen as
+    models/unidiff/MMGen (converted) with its VAE as models/vae/sd-vae-ft-mse."""
+    from tests.mmgen_common import VAE as MMGEN_VAE, write_released_pt
+    from unidiff_core.mmgen.loading import convert
+
     root = tmp_path_factory.mktemp("models")
     (root / "unidiff").mkdir()
     (root / "unidiff" / "tiny-onediffusion").symlink_to(GOLDEN / "tiny-onediffusion")
+    convert(write_released_pt(root / "0600000.pt"), root / "unidiff" / "MMGen")
     (root / "vae").mkdir()
     (root / "vae" / "tiny_vae").symlink_to(GOLDEN / "tiny-onediffusion" / "vae")
+    (root / "vae" / "sd-vae-ft-mse").symlink_to(MMGEN_VAE)
     (root / "text_encoders").mkdir()
     (root / "text_encoders" / "tiny_t5").symlink_to(GOLDEN / "tiny-onediffusion" / "text_encoder")
     with model_folders(unidiff=[root / "unidiff"], vae=[root / "vae"], text_encoders=[root / "text_encoders"]):
@@ -168,6 +174,11 @@ PUBLIC_API = {
     "UniDiffDecodeMultiView": (["model:UNIDIFF_MODEL", "latents:UNIDIFF_LATENTS"], ["IMAGE", "IMAGE"]),
     "UniDiffDecodeCameras": (["latents:UNIDIFF_LATENTS"], ["STRING"]),
     "UniDiffExampleImage": (["image:COMBO"], ["IMAGE", "MASK"]),
+    "UniDiffMMGenTask": (["task:COMBO", "class_label:STRING", "t_blend_start:FLOAT", "sampler:COMBO"],
+                         ["UNIDIFF_TEXT"]),
+    "UniDiffMMGenFrame": (["image:IMAGE", "modality:COMBO"], ["UNIDIFF_FRAMES"]),
+    "UniDiffMMGenDecode": (["model:UNIDIFF_MODEL", "latents:UNIDIFF_LATENTS", "region:INT", "tolerance:FLOAT"],
+                           ["IMAGE", "IMAGE", "MASK", "IMAGE", "IMAGE", "MASK"]),
 }
 
 
@@ -276,6 +287,23 @@ def test_host_fallbacks_without_comfyui():
     bar.update_absolute(2, 3, None)
     with pytest.raises(Interrupted):
         host.raise_interrupted(Interrupted("stop"))
+    defaults = pipeline_class().OPERATIONS
+    assert host.operations(defaults, torch.bfloat16, torch.bfloat16) is defaults  # the core's own layers
+    assert host.attention() is None  # the core's SDPA
+
+
+def pipeline_class():
+    return importlib.import_module(f"{PACK_NAME}.unidiff_core.onediffusion.pipeline").UniDiffPipeline
+
+
+def test_model_parts_are_the_pipelines_modules(model):
+    """The Loader manages whatever torch modules the pipeline names (a family's own parts), each whole
+    on the compute device after ready()."""
+    modules = model.pipeline.modules()
+    assert set(model.parts) == set(modules) == {"text_encoder", "transformer", "vae"}
+    assert all(model.parts[name].module is module for name, module in modules.items())
+    pipe = model.ready("transformer")
+    assert pipe is model.pipeline and pipe.transformer.device == model.parts["transformer"].load_device
 
 
 # ------------------------------------------------------------------------------------ loader
@@ -504,13 +532,13 @@ def test_cancel_stops_within_one_step(model, monkeypatch):
 @pytest.mark.parametrize("case, message", [
     ("generated_frame_in_task", "only works with task 'custom'"),
     ("two_images", "takes one image, got 2"),
-    ("labels_on_depth", "takes no labels"),
+    ("labels_on_depth", "task 'image2depth' does not take labels"),
     ("custom_without_frames", "connect frames"),
     ("half_size", "set both, or both to 0"),
-    ("boxes_on_depth", "does not use boxes"),
+    ("boxes_on_depth", "does not take boxes (from UniDiff Layout Boxes)"),
     ("elevations", "2 value(s) for 3 azimuths"),
     ("unknown_task", "unknown task"),
-    ("map_for_text2image", "does not use image (from UniDiff Condition Map)"),
+    ("map_for_text2image", "does not take image (from UniDiff Condition Map)"),
     ("no_boxes", "no box yet"),
 ])
 def test_errors_name_the_fix(model, case, message):

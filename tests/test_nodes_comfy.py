@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_nodes import M, host, model, models_dir, sample, text  # noqa: F401  (fixtures)
+from test_nodes import M, host, loader_mod, model, models_dir, sample, text  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.skipif(not host.available(), reason="ComfyUI is not on sys.path (set COMFYUI_PATH)")
 
@@ -104,3 +104,66 @@ def test_parts_are_managed_by_comfyui(model):
     again = sample(model, text("text2image", "a fox"), steps=2).latents
     assert torch.equal(first, again)
     assert id(model.parts["transformer"].patcher) in {id(m) for m in mm.loaded_models()}
+
+
+def test_only_the_transformer_streams(model):
+    """The transformer is built from comfy.ops layers, so ComfyUI may load it partially; diffusers' VAE and
+    transformers' T5 cannot run with weights elsewhere and get a patcher that loads them whole."""
+    assert model.parts["transformer"].streams
+    assert type(model.parts["transformer"].patcher).__name__ == "ModelPatcher"
+    for name in ("text_encoder", "vae"):
+        assert not model.parts[name].streams
+        assert type(model.parts[name].patcher).__name__ == "WholeModelPatcher"
+
+
+def test_fp8_transformer_loads_whole(models_dir):
+    """FP8Linear keeps its weights in buffers that no ComfyUI layer casts: that transformer loads whole."""
+    try:
+        (fp8,) = M["UniDiffLoader"]().load("tiny-onediffusion", host.FROM_CHECKPOINT, host.FROM_CHECKPOINT, "fp32",
+                                           "fp8_e4m3")
+        assert not fp8.parts["transformer"].streams
+        assert type(fp8.parts["transformer"].patcher).__name__ == "WholeModelPatcher"
+        assert torch.isfinite(sample(fp8, text("text2image", "a red cube"), steps=1).latents).all()
+    finally:
+        loader_mod.clear_cache()  # later tests reload the fp32 model
+
+
+def test_partially_offloaded_transformer_gives_the_same_result(model, monkeypatch):
+    """ComfyUI offloads most of the transformer to make room (what it does under --lowvram or when VRAM is
+    short): its layers then cast their weights per call, and the sampler's result does not change."""
+    import comfy.model_management as mm
+    import comfy.ops
+
+    first = sample(model, text("text2image", "a fox"), steps=2).latents
+    patcher = model.parts["transformer"].patcher
+    freed = patcher.partially_unload(patcher.offload_device, memory_to_free=patcher.model_size() // 2)
+    assert freed > 0 and patcher.model.model_lowvram
+    streamed = {id(m) for m in patcher.model.modules() if getattr(m, "comfy_cast_weights", False)}
+    assert streamed
+    cast = set()
+    original = comfy.ops.cast_bias_weight
+
+    def counting(s, *args, **kwargs):
+        cast.add(id(s))
+        return original(s, *args, **kwargs)
+
+    monkeypatch.setattr(comfy.ops, "cast_bias_weight", counting)
+    # On the CPU ComfyUI always reloads whole; keep the partial load for this run, as on a short GPU.
+    monkeypatch.setattr(mm, "load_models_gpu", lambda *a, **k: None)
+    again = sample(model, text("text2image", "a fox"), steps=2).latents
+    assert cast == streamed  # every offloaded layer fetched its weights per call
+    assert torch.equal(first, again)
+    monkeypatch.undo()
+    mm.unload_all_models()
+
+
+def test_vae_and_text_encoder_are_never_offloaded_in_part(model):
+    """Asked to free a little of the VAE's memory, ComfyUI unloads it whole (a partial offload would leave
+    layers that cannot reach their weights)."""
+    import comfy.model_management as mm
+
+    sample(model, text("text2image", "a fox"), steps=1)
+    patcher = model.parts["vae"].patcher
+    assert patcher.partially_unload(patcher.offload_device, memory_to_free=1) == 0
+    mm.unload_all_models()
+    assert not {id(p.patcher) for p in model.parts.values()} & {id(m) for m in mm.loaded_models()}

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from unidiff_core.onediffusion import cameras, conditions, outputs, tasks
+from unidiff_core.onediffusion import cameras, conditions, outputs
 from unidiff_core.onediffusion.palette import assign_colors
+from unidiff_core.onediffusion.requests import ViewInfo
 
 
 def _iou(a, b):
@@ -120,7 +121,7 @@ def test_camera_poses_recovered_from_ray_maps_of_known_cameras():
     az, el, dist = [0.0, 30.0, 60.0, 90.0], [0.0, 10.0, 15.0, 20.0], 1.5
     rays = cameras.ray_frames(az, el, dist, 64)
     layout = conditions.multiview_layout([], az, el, dist)
-    views = [tasks.ViewInfo(v.azimuth, v.elevation, v.distance, 2 * i, 2 * i + 1, False, True)
+    views = [ViewInfo(v.azimuth, v.elevation, v.distance, 2 * i, 2 * i + 1, False, True)
              for i, v in enumerate(layout.views)]
     recovered = outputs.cameras_from_ray_latents(rays, views, focal=cameras.DEFAULT_FOCAL)
     for cam, a, e in zip(recovered, az, el):

@@ -92,6 +92,6 @@ def test_layout_errors():
     with pytest.raises(ValueError, match="has no 1"):
         layout.parse_mask("0,0")
     with pytest.raises(ValueError, match="comma-separated"):
-        layout.parse_mask("1;0")
+        layout.parse_mask("1,x")
     with pytest.raises(ValueError, match="camera slot"):
         layout.multiview_frames("1,0,1,0", [], [0], [0], 1.5, size=64)

@@ -10,13 +10,19 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from unidiff_core.onediffusion import tasks
+from unidiff_core.onediffusion import outputs, tasks
 from unidiff_core.onediffusion.pipeline import UniDiffPipeline
+from unidiff_core.onediffusion.requests import FrameInput, TaskInputs
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 SUMMARY = json.loads((GOLDEN / "summary.json").read_text())
 NEG = tasks.NEGATIVE_PROMPT
 TOL = 1e-4
+
+
+def make_request(task, caption="", **inputs):
+    """build_request with the TaskInputs fields as keywords."""
+    return tasks.build_request(task, TaskInputs(caption=caption, **inputs))
 
 
 @pytest.fixture(scope="module")
@@ -92,24 +98,24 @@ def _run_golden(pipe, case, request):
 
 
 def test_golden_text2image(pipe):
-    _run_golden(pipe, "t2i", tasks.build_request("text2image", "a photo of a small cat sitting on a wooden table",
+    _run_golden(pipe, "t2i", make_request("text2image", "a photo of a small cat sitting on a wooden table",
                                                  height=64, width=64, steps=3))
-    _run_golden(pipe, "t2i_nocfg", tasks.build_request("text2image", "a red cube", height=64, width=48, steps=3,
+    _run_golden(pipe, "t2i_nocfg", make_request("text2image", "a red cube", height=64, width=48, steps=3,
                                                        guidance=1.0, negative_prompt=""))
 
 
 def test_golden_image2depth(pipe):
-    request = tasks.build_request("image2depth", image=_golden_image("image2depth_mask01"), height=64, width=64,
+    request = make_request("image2depth", image=_golden_image("image2depth_mask01"), height=64, width=64,
                                   steps=3)
     result = _run_golden(pipe, "image2depth_mask01", request)
-    out = tasks.decode_result(pipe, request, result)
+    out = outputs.decode_result(pipe, request, result)
     assert out.depth.shape == (1, 64, 64) and 0 <= out.depth.min() and out.depth.max() <= 1
     assert out.depth.min() == 0 and out.depth.max() == 1
     assert out.depth_color.shape == (1, 64, 64, 3) and out.primary is out.depth_color
 
 
 def test_golden_depth2image(pipe):
-    _run_golden(pipe, "cond2image_mask10", tasks.build_request(
+    _run_golden(pipe, "cond2image_mask10", make_request(
         "depth2image", "a red cube and a blue sphere on a white floor", image=_golden_image("cond2image_mask10"),
         height=64, width=64, steps=3))
 
@@ -117,21 +123,21 @@ def test_golden_depth2image(pipe):
 def test_golden_faceid_two_references(pipe):
     refs = [(_golden_image("faceid_mask100", 0), "a woman with long dark hair"),
             (_golden_image("faceid_mask100", 1), "a woman wearing a floral dress")]
-    _run_golden(pipe, "faceid_mask100", tasks.build_request("faceid", "a woman smiling at the camera", references=refs,
+    _run_golden(pipe, "faceid_mask100", make_request("faceid", "a woman smiling at the camera", references=refs,
                                                             height=64, width=64, steps=3))
 
 
 def test_golden_multiview(pipe):
-    request = tasks.build_request("image2multiview", "three views of the same object",
+    request = make_request("image2multiview", "three views of the same object",
                                   images=[_golden_image("multiview_mask0010")], azimuths=[0, 30], elevations=[0, 10],
                                   distances=1.5, height=64, width=64, steps=3)
     result = _run_golden(pipe, "multiview_mask0010", request)
-    out = tasks.decode_result(pipe, request, result)
+    out = outputs.decode_result(pipe, request, result)
     assert out.generated_views == [1] and len(out.views) == 2 and out.cameras is None
 
 
 def test_golden_semantic_map_autosize(pipe):
-    request = tasks.build_request("semanticmap2image", "a sphere", image=_golden_image("cond2image_autosize"),
+    request = make_request("semanticmap2image", "a sphere", image=_golden_image("cond2image_autosize"),
                                   labels=[("sphere", "cyan")], steps=2)
     assert (request.height, request.width) == (None, None)
     result = _run_golden(pipe, "cond2image_autosize", request)
@@ -156,19 +162,19 @@ def test_extra_reference_cases_through_the_task_api(pipe, name):
     size = dict(height=kw["height"], width=kw["width"]) if "height" in kw else {}
     common = dict(steps=kw["num_inference_steps"], guidance=kw["guidance_scale"], **size)
     if name.startswith("t2i"):
-        request = tasks.build_request("text2image", "a cartoon dog sitting on a beach", **common)
+        request = make_request("text2image", "a cartoon dog sitting on a beach", **common)
     elif name.startswith("faceid"):
-        request = tasks.build_request("faceid", "a man in a suit", references=list(
+        request = make_request("faceid", "a man in a suit", references=list(
             zip(images, ["a man", "a man smiling", "a man outdoors"])), **common)
     elif name.startswith("multiview"):
-        request = tasks.build_request("image2multiview", "a toy car", images=images, azimuths=[0, 40, 80],
+        request = make_request("image2multiview", "a toy car", images=images, azimuths=[0, 40, 80],
                                       elevations=[0, 10, 20], **common)
     elif name.startswith("poseestimation"):
-        request = tasks.build_request("camera_estimation", "a toy car", images=images, **common)
+        request = make_request("camera_estimation", "a toy car", images=images, **common)
     elif name.startswith("text2multiview"):
-        request = tasks.build_request("text2multiview", "a red chair", azimuths=[0, 30], elevations=[0, 15], **common)
+        request = make_request("text2multiview", "a red chair", azimuths=[0, 30], elevations=[0, 15], **common)
     else:
-        request = tasks.build_request("depth2image", "a lamp on a desk", image=images[0], **common)
+        request = make_request("depth2image", "a lamp on a desk", image=images[0], **common)
     assert request.prompt == kw["prompt"] and request.negative_prompt == kw["negative_prompt"]
     assert request.denoise_mask == kw.get("denoise_mask", [1])
     result, out = tasks.run_task(pipe, request, seed=case["seed"])
@@ -234,7 +240,7 @@ def _cases():
 def test_every_task_runs_end_to_end(pipe, name):
     inputs, prompt, layout = _cases()[name]
     spec = tasks.get_task(name)
-    request = tasks.build_request(name, height=64, width=64, steps=1, **inputs)
+    request = make_request(name, height=64, width=64, steps=1, **inputs)
     assert request.prompt == prompt
     assert _layout(request) == layout
     assert request.denoise_mask == [0 if item.startswith("given") else 1 for item in layout]
@@ -264,21 +270,21 @@ def test_every_task_runs_end_to_end(pipe, name):
 
 
 def test_task_defaults_apply():
-    request = tasks.build_request("image_editing", "make it red", image=_photo())
+    request = make_request("image_editing", "make it red", image=_photo())
     assert (request.steps, request.guidance, request.negative_prompt) == (60, 3.2, NEG)
     assert (request.height, request.width) == (None, None)  # the pipeline picks the image's bucket
-    t2i = tasks.build_request("text2image", "x")
+    t2i = make_request("text2image", "x")
     assert (t2i.height, t2i.width, t2i.steps) == (1024, 1024, 50)
-    mv = tasks.build_request("image2multiview", images=[_photo()])
+    mv = make_request("image2multiview", images=[_photo()])
     assert mv.denoise_mask == [0, 0, 1, 0, 1, 0, 1, 0] and (mv.height, mv.width) == (512, 512)
     assert [v.azimuth for v in mv.views] == [0, 20, 40, 60] and all(v.distance == 1.5 for v in mv.views)
-    tmv = tasks.build_request("text2multiview", "a toy")
+    tmv = make_request("text2multiview", "a toy")
     assert [v.elevation for v in tmv.views] == [0, 10, 15, 20]
 
 
 def test_full_prompt_override_keeps_layout_and_reads_colour_tokens():
     prompt = "[[semanticmap2image]] <#00ffff Cyan mask: dragon> a dragon"
-    request = tasks.build_request("image2semanticmap", image=_photo(), prompt=prompt)
+    request = make_request("image2semanticmap", image=_photo(), prompt=prompt)
     assert request.prompt == prompt and request.denoise_mask == [0, 1]
     assert [(c.label, c.hex) for c in request.labels] == [("dragon", "#00FFFF")]
 
@@ -286,32 +292,32 @@ def test_full_prompt_override_keeps_layout_and_reads_colour_tokens():
 def test_build_request_errors_are_clear():
     photo = _photo()
     with pytest.raises(ValueError, match="unknown task"):
-        tasks.build_request("image2depthmap", image=photo)
+        make_request("image2depthmap", image=photo)
     with pytest.raises(ValueError, match="task 'image2depth' needs image"):
-        tasks.build_request("image2depth")
+        make_request("image2depth")
     with pytest.raises(ValueError, match="needs labels"):
-        tasks.build_request("image2semanticmap", image=photo)
+        make_request("image2semanticmap", image=photo)
     with pytest.raises(ValueError, match="boxes is empty"):
-        tasks.build_request("boundingbox2image", boxes=[])
+        make_request("boundingbox2image", boxes=[])
     with pytest.raises(ValueError, match="21 labels"):
-        tasks.build_request("image2boundingbox", image=photo, labels=[f"l{i}" for i in range(21)])
+        make_request("image2boundingbox", image=photo, labels=[f"l{i}" for i in range(21)])
     with pytest.raises(ValueError, match="does not match the image"):
-        tasks.build_request("inpainting", image=photo, mask=np.ones((10, 10)))
+        make_request("inpainting", image=photo, mask=np.ones((10, 10)))
     with pytest.raises(ValueError, match="4 reference images"):
-        tasks.build_request("faceid", references=[photo] * 4)
+        make_request("faceid", references=[photo] * 4)
     with pytest.raises(ValueError, match="square size"):
-        tasks.build_request("text2multiview", "x", height=64, width=128)
+        make_request("text2multiview", "x", height=64, width=128)
     with pytest.raises(ValueError, match="at least 2 images"):
-        tasks.build_request("camera_estimation", images=[photo])
+        make_request("camera_estimation", images=[photo])
     with pytest.raises(ValueError, match="needs subject"):
-        tasks.build_request("subject_driven", references=[photo])
+        make_request("subject_driven", references=[photo])
     with pytest.raises(ValueError, match="give either image"):
-        tasks.build_request("canny2image", image=photo, photo=photo)
+        make_request("canny2image", image=photo, photo=photo)
     with pytest.raises(ValueError, match=r"task 'image2depth' does not take labels \(got 'list'\); "
                                          r"its inputs are: image"):
-        tasks.build_request("image2depth", image=photo, labels=["x"])
+        make_request("image2depth", image=photo, labels=["x"])
     with pytest.raises(ValueError, match="height=64, width=None"):
-        tasks.build_request("image2depth", image=photo, height=64)
+        make_request("image2depth", image=photo, height=64)
 
 
 # ----------------------------------------------------------------------------- free-form
@@ -320,7 +326,7 @@ def test_freeform_zero_shot_combination(pipe):
     request = tasks.freeform_request(
         "[[depth2image]] [[semanticmap2image]] <#00FFFF cyan mask: sky> a street",
         [{"kind": "image", "image": photo}, {"kind": "image", "what": "depth"},
-         tasks.FrameInput(what="semantic_map")], height=64, width=64, steps=1)
+         FrameInput(what="semantic_map")], height=64, width=64, steps=1)
     assert request.denoise_mask == [0, 1, 1] and request.task is None
     result, out = tasks.run_task(pipe, request, seed=0)
     assert out.image_frames == [1, 2]
@@ -332,7 +338,7 @@ def test_freeform_rays_match_the_multiview_task(pipe):
     free = tasks.freeform_request("[[multiview]] a toy", [{"image": photo}, {"kind": "ray", "camera": (0, 0, 1.5)},
                                                           {}, {"kind": "ray", "camera": (30, 10, 1.5)}],
                                   negative_prompt=NEG, height=64, width=64, steps=2)
-    task = tasks.build_request("image2multiview", "a toy", images=[photo], azimuths=[0, 30], elevations=[0, 10],
+    task = make_request("image2multiview", "a toy", images=[photo], azimuths=[0, 30], elevations=[0, 10],
                                height=64, width=64, steps=2)
     assert free.denoise_mask == task.denoise_mask == [0, 0, 1, 0]
     a = pipe.generate(**free.generate_kwargs(), seed=0).latents

@@ -25,7 +25,9 @@ import torch
 
 import badinput_harness as bh
 from test_nodes import M, Recorder, cancelled_exception, host, loader_mod, model_folders, pack, sample, text
+from unidiff_core.common import checks
 from unidiff_core.onediffusion import validation
+from unidiff_core.onediffusion.tasks import TASKS
 from unidiff_core.common.errors import InputError
 
 CASES = bh.load_cases()
@@ -154,28 +156,28 @@ def test_enough_distinct_bad_inputs():
 # ------------------------------------------------------------------------------------ validation.py
 def test_messages_name_input_value_and_fix():
     with pytest.raises(InputError) as err:
-        validation.size("width", 100)
+        checks.size("width", 100)
     assert str(err.value) == "width: not a multiple of 16 (got 100); use 96 or 112"
     assert (err.value.input_name, err.value.value) == ("width", 100)
-    assert validation.message(validation.size, "height", 64) is True
-    assert validation.message(validation.size, "height", 8) == \
+    assert checks.message(checks.size, "height", 64) is True
+    assert checks.message(checks.size, "height", 8) == \
         "height: smaller than the minimum 16 (got 8); use a value from 16 to 4096"
-    assert validation.message(validation.size, "width", 4100) == \
+    assert checks.message(checks.size, "width", 4100) == \
         "width: bigger than the maximum 4096 (got 4100); use a value from 16 to 4096"
 
 
 def test_sizes():
-    assert validation.size_pair(0, 0) == (0, 0) and validation.size_pair(64, 48) == (64, 48)
-    assert validation.size("width", 0, allow_auto=True) == 0
+    assert checks.size_pair(0, 0) == (0, 0) and checks.size_pair(64, 48) == (64, 48)
+    assert checks.size("width", 0, allow_auto=True) == 0
     for w, h, text_ in [(64, 0, "height: auto (0) but width=64"), (0, 48, "width: auto (0) but height=48"),
                         (65, 64, "width: not a multiple of 16"), (-16, 64, "smaller than the minimum 0"),
                         (4112, 64, "bigger than the maximum 4096"), ("x", 64, "not an integer"),
                         (64.5, 64, "not an integer")]:
         with pytest.raises(InputError, match=re.escape(text_)):
-            validation.size_pair(w, h)
-    assert validation.nearest_sizes(100) == [96, 112] and validation.nearest_sizes(8) == [16]
-    with pytest.raises(InputError, match="square"):
-        validation.square_for_multiview(64, 128, "text2multiview")
+            checks.size_pair(w, h)
+    assert checks.nearest_sizes(100) == [96, 112] and checks.nearest_sizes(8) == [16]
+    with pytest.raises(InputError, match="multi-view tasks need a square size"):
+        validation.square(64, 128)
 
 
 def test_boxes():
@@ -227,7 +229,7 @@ def test_task_text():
           ("image2semanticmap", "[[semanticmap2image]] <#FF0000 red mask: cat>", ""), ("custom", "[[x]] y", ""),
           ("text2image", None, None), (None, "", "cat")]
     for task, prompt, labels in ok:
-        validation.task_text(task, prompt, labels)
+        validation.task_text(task, prompt, labels, TASKS)
     bad = [("text_to_image", "x", "", "task: not one of the choices (got 'text_to_image'); did you mean 'text2image'?"),
            ("text2image", " ", "", "prompt: empty, but task 'text2image' needs a caption"),
            ("image_editing", "", "", "needs an instruction"), ("custom", "", "", "uses the prompt verbatim"),
@@ -237,7 +239,7 @@ def test_task_text():
            ("image2semanticmap", "", "cat=red, dog=red", "repeat a colour")]
     for task, prompt, labels, expected in bad:
         with pytest.raises(InputError) as err:
-            validation.task_text(task, prompt, labels)
+            validation.task_text(task, prompt, labels, TASKS)
         assert expected in str(err.value), str(err.value)
 
 
@@ -249,21 +251,19 @@ def test_masks_dtypes_and_other_widgets():
         validation.mask_fits_image((32, 80), (64, 80))
     with pytest.raises(InputError, match="does not match"):
         validation.mask_fits_image((32, 40), (64, 80), allow_scaled=False)
-    validation.dtype_on_device("fp32", "cpu")
-    validation.dtype_on_device("bf16", "cpu")
+    checks.dtype_on_device("fp32", "cpu")
+    checks.dtype_on_device("bf16", "cpu")
     with pytest.raises(InputError, match="dtype: fp16 is not supported on the CPU"):
-        validation.dtype_on_device("fp16", "cpu")
+        checks.dtype_on_device("fp16", "cpu")
     with pytest.raises(InputError, match="dtype: not one of the choices"):
-        validation.dtype_on_device("fp8", "cpu")
+        checks.dtype_on_device("fp8", "cpu")
     validation.canny_options("canny", True, 100, 200)
     validation.canny_options("depth", False, 200, 100)
     with pytest.raises(InputError, match="extract_canny"):
         validation.canny_options("depth", True, 100, 200)
-    with pytest.raises(InputError, match="a batch of 2"):
-        validation.batch_of_one(2, "image", "UniDiff Inpaint Frame")
-    assert validation.number("x", "3", 0, 5, integer=True) == 3
+    assert checks.number("x", "3", 0, 5, integer=True) == 3
     with pytest.raises(InputError, match="not a finite number"):
-        validation.number("guidance", "nan", 0, 30)
+        checks.number("guidance", "nan", 0, 30)
 
 
 def test_validation_imports_no_torch():

@@ -203,11 +203,14 @@ def test_api_workflow_is_the_ui_graph(name):
 
 # ------------------------------------------------------------------------------------ run on the tiny checkpoint
 def tiny(prompt: dict) -> dict:
+    """OneDiffusion graphs on tiny-onediffusion at 64²; MMGen graphs on the tiny MMGen (named MMGen, 256²)."""
+    mmgen = any(n["class_type"] == "UniDiffLoader" and n["inputs"]["ckpt_name"] == make_workflows.MMGEN_CHECKPOINT
+                for n in prompt.values())
     for node in prompt.values():
-        if node["class_type"] == "UniDiffLoader":
+        if node["class_type"] == "UniDiffLoader" and not mmgen:
             node["inputs"]["ckpt_name"] = "tiny-onediffusion"
         elif node["class_type"] == "UniDiffSampler":
-            node["inputs"].update(steps=2, width=64, height=64)
+            node["inputs"].update(steps=2, **({} if mmgen else dict(width=64, height=64)))
     return prompt
 
 

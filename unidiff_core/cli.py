@@ -8,25 +8,32 @@ import json
 import os
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
+from .common import checks
+from .common.errors import InputError
 from .common.samplers import DEFAULT_SAMPLER, sampler_names
 from .families import checkpoint_defaults, family_of, resolve_checkpoint
+from .mmgen import cli as mmgen_cli
+from .mmgen.detect import is_mmgen_checkpoint
+from .mmgen.tasks import tasks_text as mmgen_tasks_text
 
 
 def _floats(text: str) -> list:
     """'0,30,none' -> [0.0, 30.0, None] (None marks an unknown camera)."""
-    values = []
-    for part in text.split(","):
-        part = part.strip()
-        if part.lower() in ("none", "null", "?", ""):
-            values.append(None)
-        else:
-            try:
-                values.append(float(part))
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers or 'none'") from None
-    return values
+    try:
+        return checks.numbers(text, "value", allow_none=True)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {e.problem}; {e.fix}") from None
+
+
+class _Given(argparse.Action):
+    """Stores the value and notes that it was given (MMGen's default sampler differs from OneDiffusion's)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, self.dest + "_given", True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,9 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--step-cache", type=float, default=0.0, metavar="THRESHOLD",
                      help="first-block step cache: skip most of the transformer on steps whose first-block output "
                           "changed by less than THRESHOLD (relative L1, e.g. 0.05-0.1); faster, approximate; 0 = off")
-    gen.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=sampler_names(),
+    gen.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=sampler_names() + ["sde"], action=_Given,
                      help="euler (the reference's, default), heun (2nd order, ~2 model calls per step) or dpmpp_2m "
-                          "(DPM-Solver++(2M), 2nd order, 1 call per step)")
+                          "(DPM-Solver++(2M), 2nd order, 1 call per step); MMGen: sde (its reference's "
+                          "Euler-Maruyama, default) or those three")
     mv = run.add_argument_group("multi-view (interleaved image/ray frames)")
     mv.add_argument("--azimuths", type=_floats, help="per view, degrees, 'none' = unknown camera, e.g. 0,30,none")
     mv.add_argument("--elevations", type=_floats)
@@ -74,9 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "as the reference demos)")
     mv.add_argument("--focal", type=float, default=None, help="normalised focal length (default 1.3887)")
     add_task_arguments(run)
+    mmgen_cli.add_arguments(run)
     out = run.add_argument_group("output")
     out.add_argument("--out", default="out", help="folder for the PNGs of generated image frames")
     out.add_argument("--save-latents", help="write the final latents of all frames, key 'latents', (B,F,16,h,w)")
+    mmgen_cli.add_convert_parser(sub)
     listing = sub.add_parser("tasks", help="list the tasks of run --task, with their inputs and defaults")
     listing.add_argument("--json", action="store_true", help="print the table as JSON")
     listing.add_argument("--markdown", action="store_true", help="print the table as Markdown (docs/tasks.md)")
@@ -134,9 +144,8 @@ def atomic_write(path: Path, write) -> None:
 
 def load_pipeline(args):
     from .onediffusion.tiny import tiny_pipeline
-    from .onediffusion.validation import dtype_on_device
 
-    dtype_on_device(args.dtype, args.device)  # e.g. fp16 on the CPU: refused before any weights are read
+    checks.dtype_on_device(args.dtype, args.device)  # e.g. fp16 on the CPU: refused before any weights are read
     if args.checkpoint == "tiny":
         print("checkpoint 'tiny': random weights, the output is noise (smoke run)", file=sys.stderr)
         from .onediffusion.pipeline import parse_dtype
@@ -179,6 +188,10 @@ def apply_checkpoint_defaults(args) -> None:
 
 def run(args) -> int:
     apply_checkpoint_defaults(args)
+    if args.checkpoint != "tiny" and is_mmgen_checkpoint(args.checkpoint):
+        return mmgen_cli.run(args, atomic_write)
+    if args.class_label is not None or args.t_blend_start != mmgen_cli.DEFAULT_T_BLEND:
+        raise ValueError("--class-label and --t-blend-start are for MMGen checkpoints; this one is OneDiffusion")
     if args.task:
         return run_task(args)
     used = [name for name, default in TASK_ONLY.items() if getattr(args, name) != default]
@@ -257,61 +270,71 @@ def _read_image(path: str, flag: str):
         raise SystemExit(f"{flag} {path}: cannot read the image ({e})")
 
 
-def _task_inputs(args, spec) -> dict:
-    """The task's natural inputs from the command line (files read here, forms built in tasks.py)."""
+def _task_inputs(args, spec):
+    """The task's TaskInputs from the command line: files read here, one contribution per flag, merged by
+    the core as the Sampler node's frames are (onediffusion/contributions.py)."""
+    from .onediffusion import contributions
+    from .onediffusion.contributions import Contribution
+
     images = [_read_image(p, "--image") for p in args.image]
-    inputs = dict(caption=args.caption, prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps,
-                  guidance=args.cfg, height=args.height, width=args.width)
-    if spec.multiview:
-        inputs.update(images=images or None, azimuths=args.azimuths, elevations=args.elevations, focal=args.focal,
-                      distances=None if args.distance is None else
-                      (args.distance[0] if len(args.distance) == 1 else args.distance))
-        if args.image_views:
-            inputs["image_views"] = [int(v) for v in args.image_views.split(",") if v.strip()]
-    elif "references" in spec.inputs:
+    parts = []
+    if spec.takes("references"):  # the references: --ref-image (or --image), with their --ref-caption
         if images and args.ref_image:
             raise ValueError(f"--task {spec.name}: give the references as --ref-image or as --image, not both")
         ref_images = images or [_read_image(p, "--ref-image") for p in args.ref_image]
+        captions = args.ref_caption or [""] * len(ref_images)
+        if len(captions) != len(ref_images):
+            raise ValueError(f"{len(args.ref_caption)} --ref-caption for {len(ref_images)} reference image(s); "
+                             "give one caption per reference (or none)")
         if ref_images:
-            captions = args.ref_caption or [""] * len(ref_images)
-            if len(captions) != len(ref_images):
-                raise ValueError(f"{len(args.ref_caption)} --ref-caption for {len(ref_images)} reference image(s); "
-                                 "give one caption per reference (or none)")
-            inputs["references"] = list(zip(ref_images, captions))
-    elif len(images) > 1:
-        raise ValueError(f"--task {spec.name} takes one --image, got {len(images)}")
-    elif images:
-        inputs["image"] = images[0]
-    if args.mask:
-        inputs.update(mask=_read_image(args.mask, "--mask"), composite=args.composite, feather=args.feather)
-    if args.fill != "black":
-        inputs["fill"] = args.fill
-    if args.boxes:
-        try:
-            is_file = Path(args.boxes).is_file()
-        except OSError:  # JSON text longer than a file name can be
-            is_file = False
-        text = Path(args.boxes).read_text() if is_file else args.boxes
-        inputs.update(boxes=text, box_units=args.box_units)
-    if args.labels:
-        inputs["labels"] = args.labels
-    if args.seg_mask:
-        pairs = []
-        for item in args.seg_mask:
-            label, sep, path = item.partition("=")
-            if not sep:
-                raise ValueError(f"--seg-mask {item!r}: expected LABEL=PATH")
-            pairs.append((label.strip(), _read_image(path, "--seg-mask")))
-        inputs["masks"] = pairs
-    if args.photo:
-        inputs.update(photo=_read_image(args.photo, "--photo"), canny_low=args.canny_low, canny_high=args.canny_high)
-    if args.ref_image and "references" not in spec.inputs:
-        raise ValueError(f"--ref-image is for faceid/subject_driven, not --task {spec.name}")
-    if args.subject:
-        inputs["subject"] = args.subject
-    if not spec.multiview and (args.azimuths is not None or args.elevations is not None):
-        raise ValueError(f"--azimuths/--elevations are for multi-view tasks, not --task {spec.name}")
-    return inputs
+            parts.append(Contribution("--ref-image" if args.ref_image else "--image",
+                                      {"references": list(zip(ref_images, captions))}))
+    else:
+        if args.ref_image:
+            parts.append(Contribution("--ref-image", {"references": args.ref_image}))  # refused by the merge
+        if images:
+            if not spec.multiview and len(images) > 1:
+                raise ValueError(f"--task {spec.name} takes one --image, got {len(images)}")
+            parts.append(Contribution("--image", {"images": images}))
+    flags = {
+        "--mask": args.mask and dict(mask=_read_image(args.mask, "--mask"), composite=args.composite,
+                                     feather=args.feather),
+        "--fill": args.fill != "black" and dict(fill=args.fill),
+        "--boxes": args.boxes and dict(boxes=_boxes_text(args.boxes), box_units=args.box_units),
+        "--labels": args.labels and dict(labels=args.labels),
+        "--seg-mask": args.seg_mask and dict(masks=[_seg_mask(item) for item in args.seg_mask]),
+        "--photo": args.photo and dict(photo=_read_image(args.photo, "--photo"), canny_low=args.canny_low,
+                                       canny_high=args.canny_high),
+        "--subject": args.subject and dict(subject=args.subject),
+        "--image-views": args.image_views and dict(
+            image_views=[int(checks.number("--image-views", v, 0, None, integer=True))
+                         for v in checks.numbers(args.image_views, "--image-views")]),
+        "--azimuths": args.azimuths is not None and dict(azimuths=args.azimuths),
+        "--elevations": args.elevations is not None and dict(elevations=args.elevations),
+        "--distance": args.distance is not None and dict(
+            distances=args.distance[0] if len(args.distance) == 1 else args.distance),
+        "--focal": args.focal is not None and dict(focal=args.focal),
+    }
+    parts += [Contribution(flag, given) for flag, given in flags.items() if given]
+    return replace(contributions.task_inputs(spec.name, parts), caption=args.caption, prompt=args.prompt,
+                   negative_prompt=args.negative_prompt, steps=args.steps, guidance=args.cfg, height=args.height,
+                   width=args.width)
+
+
+def _boxes_text(value: str) -> str:
+    """--boxes: a JSON file or the JSON itself."""
+    try:
+        is_file = Path(value).is_file()
+    except OSError:  # JSON text longer than a file name can be
+        is_file = False
+    return Path(value).read_text() if is_file else value
+
+
+def _seg_mask(item: str):
+    label, sep, path = item.partition("=")
+    if not sep:
+        raise ValueError(f"--seg-mask {item!r}: expected LABEL=PATH")
+    return label.strip(), _read_image(path, "--seg-mask")
 
 
 def run_task(args) -> int:
@@ -320,12 +343,12 @@ def run_task(args) -> int:
 
     from .onediffusion import tasks
     from .onediffusion.layout import parse_mask
-    from .onediffusion.outputs import DEFAULT_MIN_AREA, DEFAULT_TOLERANCE, save_task_output
+    from .onediffusion.outputs import DEFAULT_MIN_AREA, DEFAULT_TOLERANCE, decode_result, save_task_output
 
     if args.threads:
         torch.set_num_threads(args.threads)
     spec = tasks.get_task(args.task)
-    request = tasks.build_request(spec.name, **_task_inputs(args, spec))
+    request = tasks.build_request(spec.name, _task_inputs(args, spec))
     if args.denoise_mask and parse_mask(args.denoise_mask) != request.denoise_mask:
         raise ValueError(f"--denoise-mask {args.denoise_mask} differs from task {spec.name}'s layout "
                          f"{request.denoise_mask}; drop --task for a free-form layout")
@@ -333,7 +356,7 @@ def run_task(args) -> int:
     result = pipe.generate(**request.generate_kwargs(), seed=args.seed, batch_size=args.batch_size,
                            crop=not args.no_crop, rope_scale=args.rope_scale, rope_watershed=args.rope_watershed,
                            step_cache_threshold=args.step_cache, sampler=args.sampler)
-    output = tasks.decode_result(pipe, request, result,
+    output = decode_result(pipe, request, result,
                                  tolerance=DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
                                  min_area=DEFAULT_MIN_AREA if args.min_area is None else args.min_area)
     write_results(args, result, output.image_frames, output.images, request.steps,
@@ -352,6 +375,8 @@ def list_tasks(args) -> int:
         print(tasks.tasks_markdown())
     else:
         print(tasks.tasks_text())
+        print()
+        print(mmgen_tasks_text())
     return 0
 
 
@@ -360,6 +385,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "run":
             return run(args)
+        if args.command == "convert":
+            return mmgen_cli.convert_main(args)
         if args.command == "tasks":
             return list_tasks(args)
     except (ValueError, FileNotFoundError) as e:

@@ -16,6 +16,7 @@ from typing import Callable
 
 from .common.errors import CheckpointError
 from .common.safetensors_io import refuse_pickle
+from .mmgen.detect import is_mmgen_checkpoint  # torch-free
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,11 @@ def _is_onediffusion(path: Path) -> bool:
 ONEDIFFUSION = Family("onediffusion", "OneDiffusion", _is_onediffusion,
                       ".onediffusion.pipeline:UniDiffPipeline", ".onediffusion.tasks")
 
-# Checked in order: the first family that recognises a checkpoint takes it.
-FAMILIES: tuple[Family, ...] = (ONEDIFFUSION,)
+MMGEN = Family("mmgen", "MMGen", is_mmgen_checkpoint, ".mmgen.pipeline:MMGenPipeline", ".mmgen.tasks")
+
+# Checked in order: the first family that recognises a checkpoint takes it. MMGen first: its safetensors are
+# told apart by their keys, while OneDiffusion takes any other .safetensors.
+FAMILIES: tuple[Family, ...] = (MMGEN, ONEDIFFUSION)
 
 # Checkpoints shipped inside the pack, by name (usable wherever a checkpoint path is).
 EMBEDDED: dict[str, Path] = {"mini": Path(__file__).resolve().parent.parent / "models" / "UniDiff-Mini"}
@@ -80,4 +84,5 @@ def family_of(checkpoint: str | os.PathLike) -> Family:
     refuse_pickle(path)  # a pickle no family takes gets the pickle message, not "unknown family"
     names = ", ".join(f.title for f in FAMILIES)
     raise CheckpointError(f"{path}: not a checkpoint of a known model family ({names}); "
-                          "point at a OneDiffusion folder (transformer/, vae/, ...) or a transformer .safetensors")
+                          "point at a OneDiffusion folder (transformer/, vae/, ...) or a transformer .safetensors, or at an "
+                          "MMGen checkpoint (the released .pt, its EMA .safetensors or a converted folder)")

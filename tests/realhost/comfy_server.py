@@ -4,7 +4,8 @@
   checkpoint tests/fixtures/golden/tiny-onediffusion in models/unidiff/ (as tiny-onediffusion).
 * else COMFYUI_PATH=<ComfyUI folder> : start `main.py --cpu` from it on a free port, with
   `--base-directory` set to a fresh temporary folder that holds custom_nodes/ComfyUI-UniDiff (a
-  symlink to this checkout) and models/unidiff/tiny-onediffusion (a symlink to the fixture), so the
+  symlink to this checkout), models/unidiff/tiny-onediffusion (a symlink to the fixture) and the tiny
+  MMGen (models/unidiff/tiny-mmgen.safetensors, models/vae/sd-vae-ft-mse), so the
   ComfyUI installation itself is not touched. COMFYUI_PYTHON picks the interpreter (default: the
   one running pytest; it needs ComfyUI's requirements and this pack's). The server is stopped (by
   its pid) at the end of the session; its log is printed when it fails to start.
@@ -27,6 +28,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TINY = os.path.join(ROOT, "tests", "fixtures", "golden", "tiny-onediffusion")
 PACK_NAME = "ComfyUI-UniDiff"
 TINY_NAME = "tiny-onediffusion"
+MMGEN_TINY = os.path.join(ROOT, "tests", "fixtures", "mmgen", "tiny-mmgen")
+MMGEN_TINY_NAME = "tiny-mmgen.safetensors"  # the tiny MMGen's EMA weights (config in the file's metadata)
 
 
 def http(url: str, data=None, timeout: float = 30.0):
@@ -84,6 +87,9 @@ def start(comfy_path: str, python: str | None = None, timeout: float = 240.0, ex
     os.makedirs(os.path.join(base, "models", "unidiff"))
     os.symlink(ROOT, os.path.join(base, "custom_nodes", PACK_NAME))
     os.symlink(TINY, os.path.join(base, "models", "unidiff", TINY_NAME))
+    os.symlink(os.path.join(MMGEN_TINY, "0600000.ema.safetensors"), os.path.join(base, "models", "unidiff", MMGEN_TINY_NAME))
+    os.makedirs(os.path.join(base, "models", "vae"))
+    os.symlink(os.path.join(MMGEN_TINY, "vae"), os.path.join(base, "models", "vae", "sd-vae-ft-mse"))
     port = _free_port()
     log_path = os.path.join(base, "comfyui.log")
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", DO_NOT_TRACK="1", PYTHONUNBUFFERED="1",

@@ -149,6 +149,8 @@ EXPECTED = {
     "text2multiview": {"SaveImage": [4]},
     "camera_estimation": {"PreviewAny": [2]},
     "custom_image_and_depth": {"SaveImage": [2, 1]},
+    **{f"mmgen_{mode}": {"SaveImage": [1, 1, 1, 1], "PreviewImage": [1]}
+       for mode in ("category", "rgb2x", "depth2x", "normal2x", "mask2x")},
 }
 
 

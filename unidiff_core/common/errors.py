@@ -12,9 +12,10 @@ def show_value(value, limit: int = 120) -> str:
 class InputError(ValueError):
     """A bad input, found before any model work; str() is the user-facing message."""
 
-    def __init__(self, name: str, value, problem: str, fix: str):
+    def __init__(self, name: str, value, problem: str, fix: str, text: str | None = None):
         self.input_name, self.value, self.problem, self.fix = name, value, problem, fix
-        super().__init__(f"{name}: {problem} (got {show_value(value)}); {fix}")
+        # text: the same facts worded for a keyword argument ("width=100 is ..."), where that reads better
+        super().__init__(text or f"{name}: {problem} (got {show_value(value)}); {fix}")
 
 
 class CheckpointError(ValueError):

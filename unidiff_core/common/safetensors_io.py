@@ -29,14 +29,22 @@ def check_safetensors(path: Path) -> None:
             raise CheckpointError(f"{path}: file is truncated ({path.stat().st_size} bytes), not a safetensors file")
         header_len = int.from_bytes(head, "little")
         size = path.stat().st_size
-        if head[:2] == b"PK" or head[:1] == b"\x80":
+        # A zip/pickle start is only told apart after the header fails: a valid header length can begin
+        # with the byte 0x80 too (e.g. 640 = 80 02 00 ...).
+        pickled = head[:2] == b"PK" or head[:1] == b"\x80"
+        bad_length = header_len <= 0 or 8 + header_len > size
+        header = None
+        if not bad_length:
+            try:
+                header = json.loads(f.read(header_len))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                pass
+        if header is None and pickled:
             raise CheckpointError(f"{path}: this is a pickle/zip file named .safetensors; refused (convert it)")
-        if header_len <= 0 or 8 + header_len > size:
+        if bad_length:
             raise CheckpointError(f"{path}: corrupt or truncated safetensors header; re-download the file")
-        try:
-            header = json.loads(f.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise CheckpointError(f"{path}: corrupt safetensors header (not JSON); re-download the file") from None
+        if header is None:
+            raise CheckpointError(f"{path}: corrupt safetensors header (not JSON); re-download the file")
     end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if 8 + header_len + end > size:
         raise CheckpointError(

@@ -100,7 +100,7 @@ def fp8_bytes(model: nn.Module) -> int:
 
 
 def load_transformer_fp8(path: str | os.PathLike, compute_dtype=torch.bfloat16, device="cpu", per_row: bool = True,
-                         config=None):
+                         config=None, operations=None, attention=None):
     """Load a NextDiT checkpoint straight into fp8 block weights, one tensor at a time.
 
     Peak memory is the fp8 model plus one float32 copy of the largest tensor, never a bf16/fp32
@@ -110,7 +110,7 @@ def load_transformer_fp8(path: str | os.PathLike, compute_dtype=torch.bfloat16, 
 
     from .loading import open_transformer
 
-    files, model = open_transformer(path, config)
+    files, model = open_transformer(path, config, operations, attention)
     fp8_names = set(_linear_names(model))
     with torch.device("meta"):
         for name in fp8_names:

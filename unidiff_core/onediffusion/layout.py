@@ -8,23 +8,19 @@ whose azimuth/elevation/distance are known (None entries are dropped, as in the 
 
 from __future__ import annotations
 
+from ..common import checks
 from . import cameras
 from .pipeline import IMAGE, RAY, Frame
 
 
 def parse_mask(text_or_list) -> list[int]:
-    if isinstance(text_or_list, str):
-        try:
-            values = [int(v) for v in text_or_list.replace(" ", "").split(",") if v != ""]
-        except ValueError:
-            raise ValueError(f"denoise mask {text_or_list!r} must be comma-separated 0/1, e.g. 1,0") from None
-    else:
-        values = [int(v) for v in text_or_list]
+    """'1,0' or [1, 0] -> [1, 0]: one 0 (given) or 1 (generate) per frame, at least one 1."""
+    values = checks.numbers(text_or_list, "denoise mask")
     if not values or any(v not in (0, 1) for v in values):
         raise ValueError(f"denoise mask {text_or_list!r} must be a non-empty list of 0 (given) and 1 (generate)")
     if 1 not in values:
         raise ValueError(f"denoise mask {text_or_list!r} has no 1: mark at least one frame to generate")
-    return values
+    return [int(v) for v in values]
 
 
 def frames_from_mask(mask, images: list) -> list[Frame]:

@@ -99,16 +99,17 @@ def check_keys(model: torch.nn.Module, shapes: dict[str, tuple], source: str) ->
         raise CheckpointError(f"{source}: weights do not match the config ({'; '.join(parts)})")
 
 
-def build_on_meta(cfg: NextDiTConfig) -> NextDiT:
+def build_on_meta(cfg: NextDiTConfig, operations=None, attention=None) -> NextDiT:
     with torch.device("meta"):
-        return NextDiT(cfg)
+        return NextDiT(cfg, operations, attention)
 
 
-def open_transformer(path: str | os.PathLike, config: NextDiTConfig | None = None) -> tuple[list[Path], NextDiT]:
+def open_transformer(path: str | os.PathLike, config: NextDiTConfig | None = None, operations=None,
+                     attention=None) -> tuple[list[Path], NextDiT]:
     """Weight files and a meta-device model whose keys and shapes were checked against them.
 
     The config comes from `config`, the config.json beside the weights, the file's metadata, or the
-    tensor shapes, in that order.
+    tensor shapes, in that order. operations / attention: a host's layers and attention (see model.py).
     """
     path = Path(path)
     files, config_file = transformer_files(path)
@@ -119,17 +120,17 @@ def open_transformer(path: str | os.PathLike, config: NextDiTConfig | None = Non
         else:
             meta = safetensors_metadata(files[0]).get("config")
             config = NextDiTConfig.from_dict(json.loads(meta), str(files[0])) if meta else infer_config(shapes, str(path))
-    model = build_on_meta(config)
+    model = build_on_meta(config, operations, attention)
     check_keys(model, shapes, str(path))
     return files, model
 
 
 def load_transformer(path: str | os.PathLike, dtype: torch.dtype = torch.float32, device="cpu",
-                     config: NextDiTConfig | None = None) -> NextDiT:
+                     config: NextDiTConfig | None = None, operations=None, attention=None) -> NextDiT:
     """Load a NextDiT tensor by tensor straight into `dtype` on `device` (no full fp32 copy in RAM)."""
     from safetensors import safe_open
 
-    files, model = open_transformer(path, config)
+    files, model = open_transformer(path, config, operations, attention)
     state = {}
     for file in files:
         with safe_open(str(file), framework="pt", device="cpu") as f:

@@ -11,6 +11,13 @@ config). Numerics follow the reference implementation, including its quirks:
 * 3-axis RoPE over (frame, row, column), computed for the positions a call needs (the reference
   keeps a 1 GB table and is limited to 128 positions per axis; inside that range we are identical).
 
+Host layers: the model builds its Linear, LayerNorm and RMSNorm layers from an `operations` namespace
+(default `OPERATIONS`: torch.nn's layers and this module's RMSNorm) and calls plain attention through an
+`attention` function (default SDPA), so a host can hand in layer classes that stream weights from another
+device and its own attention kernels without this module importing the host (ComfyUI's `comfy.ops`
+layers follow the same constructor signatures). `compute_dtype` / `compute_device`, when set, say where
+and in what precision the model computes while its weights are stored elsewhere or in another dtype.
+
 Speed-ups that do not change results: timestep embedding and adaLN modulation are computed once per
 frame when every token of a frame shares its timestep (always the case in the sampler), caption
 keys/values are computed once per prompt (`prepare_context`) and trimmed to the longest unpadded
@@ -32,40 +39,59 @@ SOFTCAP = 30.0
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
+    """The reference's RMSNorm (torch.nn.RMSNorm rounds differently in bf16). `forward_with` takes the
+    weight as an argument so that a host's subclass can pass a weight it fetched for this call."""
+
+    def __init__(self, dim: int, eps: float, device=None, dtype=None):
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
 
     def forward(self, x):
+        return self.forward_with(x, self.weight)
+
+    def forward_with(self, x, weight):
         # Statistics in float32 whatever the activation dtype, as the reference does.
         xf = x.float()
         normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return normed.type_as(x) * self.weight
+        return normed.type_as(x) * weight
+
+
+class OPERATIONS:
+    """The default layer classes. A host's namespace has the same names and constructor signatures."""
+
+    Linear = nn.Linear
+    LayerNorm = nn.LayerNorm
+    RMSNorm = RMSNorm
+
+
+def sdpa(q, k, v, mask=None):
+    """Plain attention on (B, heads, N, hd) tensors; mask: bool, True = attend, broadcast to the logits."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 class TimestepEmbedder(nn.Module):
-    def __init__(self, width: int, frequency_size: int = 256):
+    def __init__(self, width: int, frequency_size: int = 256, operations=OPERATIONS):
         super().__init__()
         self.frequency_size = frequency_size
-        self.mlp = nn.Sequential(nn.Linear(frequency_size, width), nn.SiLU(), nn.Linear(width, width))
+        self.mlp = nn.Sequential(operations.Linear(frequency_size, width), nn.SiLU(), operations.Linear(width, width))
 
-    def forward(self, t):
+    def forward(self, t, dtype=None):
         half = self.frequency_size // 2
         freqs = torch.exp(-math.log(10000) * torch.arange(0, half, dtype=t.dtype, device=t.device) / half)
         args = t[..., None] * freqs
         embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-        return self.mlp(embedding.to(self.mlp[0].weight.dtype))
+        return self.mlp(embedding.to(dtype or self.mlp[0].weight.dtype))
 
 
 class FeedForward(nn.Module):
     """SwiGLU: w2(silu(w1 x) * w3 x)."""
 
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, dim: int, hidden: int, operations=OPERATIONS):
         super().__init__()
-        self.w1 = nn.Linear(dim, hidden, bias=False)
-        self.w2 = nn.Linear(hidden, dim, bias=False)
-        self.w3 = nn.Linear(dim, hidden, bias=False)
+        self.w1 = operations.Linear(dim, hidden, bias=False)
+        self.w2 = operations.Linear(hidden, dim, bias=False)
+        self.w3 = operations.Linear(dim, hidden, bias=False)
 
     def forward(self, x):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
@@ -119,22 +145,24 @@ class CaptionContext:
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: NextDiTConfig):
+    def __init__(self, cfg: NextDiTConfig, operations=OPERATIONS, attention=sdpa):
         super().__init__()
         d, self.heads, self.kv_heads = cfg.hidden_size, cfg.num_heads, cfg.kv_heads
         self.head_dim = cfg.head_dim
+        self.attend = attention  # fp32 self-attention and the caption cross-attention (the soft-cap is ours)
         kv_width = self.kv_heads * self.head_dim
-        self.wq = nn.Linear(d, self.heads * self.head_dim, bias=False)
-        self.wk = nn.Linear(d, kv_width, bias=False)
-        self.wv = nn.Linear(d, kv_width, bias=False)
-        self.wk_y = nn.Linear(cfg.caption_channels, kv_width, bias=False)
-        self.wv_y = nn.Linear(cfg.caption_channels, kv_width, bias=False)
+        ops = operations
+        self.wq = ops.Linear(d, self.heads * self.head_dim, bias=False)
+        self.wk = ops.Linear(d, kv_width, bias=False)
+        self.wv = ops.Linear(d, kv_width, bias=False)
+        self.wk_y = ops.Linear(cfg.caption_channels, kv_width, bias=False)
+        self.wv_y = ops.Linear(cfg.caption_channels, kv_width, bias=False)
         self.gate = nn.Parameter(torch.zeros(self.heads))
-        self.wo = nn.Linear(self.heads * self.head_dim, d, bias=False)
+        self.wo = ops.Linear(self.heads * self.head_dim, d, bias=False)
         if cfg.qk_norm:
-            self.q_norm = nn.LayerNorm(self.heads * self.head_dim)
-            self.k_norm = nn.LayerNorm(kv_width)
-            self.ky_norm = nn.LayerNorm(kv_width, eps=1e-6)
+            self.q_norm = ops.LayerNorm(self.heads * self.head_dim)
+            self.k_norm = ops.LayerNorm(kv_width)
+            self.ky_norm = ops.LayerNorm(kv_width, eps=1e-6)
         else:
             self.q_norm = self.k_norm = self.ky_norm = nn.Identity()
 
@@ -158,25 +186,27 @@ class Attention(nn.Module):
         if q.dtype in (torch.float16, torch.bfloat16):
             out = softcapped_attention(q, k, v)
         else:
-            out = F.scaled_dot_product_attention(q, k, v)
+            out = self.attend(q, k, v)
         # Cross-attention to the caption uses the rotated queries, like the reference.
-        out_y = F.scaled_dot_product_attention(q, caption_k.to(q.dtype), caption_v.to(q.dtype), attn_mask=caption_mask)
-        out = out + out_y * torch.tanh(self.gate).view(1, -1, 1, 1).to(out_y.dtype)
+        out_y = self.attend(q, caption_k.to(q.dtype), caption_v.to(q.dtype), caption_mask)
+        # The gate is not a layer of its own: a host that streams layers leaves it on the offload device.
+        gate = torch.tanh(self.gate.to(out_y.device)).view(1, -1, 1, 1).to(out_y.dtype)
+        out = out + out_y * gate
         return self.wo(out.transpose(1, 2).reshape(b, n, -1)).to(x.dtype)
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, cfg: NextDiTConfig):
+    def __init__(self, cfg: NextDiTConfig, operations=OPERATIONS, attention=sdpa):
         super().__init__()
-        d, eps = cfg.hidden_size, cfg.norm_eps
-        self.attention = Attention(cfg)
-        self.feed_forward = FeedForward(d, cfg.ffn_hidden_size)
-        self.attention_norm1 = RMSNorm(d, eps)
-        self.attention_norm2 = RMSNorm(d, eps)
-        self.ffn_norm1 = RMSNorm(d, eps)
-        self.ffn_norm2 = RMSNorm(d, eps)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(cfg.cond_width, 4 * d))
-        self.attention_y_norm = RMSNorm(cfg.caption_channels, eps)
+        d, eps, ops = cfg.hidden_size, cfg.norm_eps, operations
+        self.attention = Attention(cfg, ops, attention)
+        self.feed_forward = FeedForward(d, cfg.ffn_hidden_size, ops)
+        self.attention_norm1 = ops.RMSNorm(d, eps)
+        self.attention_norm2 = ops.RMSNorm(d, eps)
+        self.ffn_norm1 = ops.RMSNorm(d, eps)
+        self.ffn_norm2 = ops.RMSNorm(d, eps)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), ops.Linear(cfg.cond_width, 4 * d))
+        self.attention_y_norm = ops.RMSNorm(cfg.caption_channels, eps)
 
     def forward(self, x, c, rope, caption_k, caption_v, caption_mask):
         """x (B, G, T, D): tokens in G groups of T tokens that share the conditioning c (B, G, D_c)."""
@@ -190,11 +220,11 @@ class TransformerBlock(nn.Module):
 
 
 class FinalLayer(nn.Module):
-    def __init__(self, cfg: NextDiTConfig):
+    def __init__(self, cfg: NextDiTConfig, operations=OPERATIONS):
         super().__init__()
         d = cfg.hidden_size
-        self.linear = nn.Linear(d, cfg.patch_features_out)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(cfg.cond_width, d))
+        self.linear = operations.Linear(d, cfg.patch_features_out)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), operations.Linear(cfg.cond_width, d))
 
     def forward(self, x, c):
         scale = self.adaLN_modulation(c).unsqueeze(2)
@@ -205,25 +235,31 @@ class FinalLayer(nn.Module):
 class NextDiT(nn.Module):
     blocks_hook = None  # optional model-side hook that runs the transformer blocks (see forward)
 
-    def __init__(self, cfg: NextDiTConfig):
+    def __init__(self, cfg: NextDiTConfig, operations=None, attention=None):
+        """operations: layer classes (default OPERATIONS); attention: fn(q, k, v, mask=None) (default SDPA)."""
         super().__init__()
+        ops, attention = operations or OPERATIONS, attention or sdpa
         self.config = cfg
-        self.x_embedder = nn.Linear(cfg.patch_features_in, cfg.hidden_size)
-        self.t_embedder = TimestepEmbedder(cfg.cond_width)
+        self.x_embedder = ops.Linear(cfg.patch_features_in, cfg.hidden_size)
+        self.t_embedder = TimestepEmbedder(cfg.cond_width, operations=ops)
         self.y_embedder = nn.Sequential(
-            nn.LayerNorm(cfg.caption_channels, eps=1e-6), nn.Linear(cfg.caption_channels, cfg.cond_width)
+            ops.LayerNorm(cfg.caption_channels, eps=1e-6), ops.Linear(cfg.caption_channels, cfg.cond_width)
         )
-        self.layers = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.depth))
-        self.final_layer = FinalLayer(cfg)
+        self.layers = nn.ModuleList(TransformerBlock(cfg, ops, attention) for _ in range(cfg.depth))
+        self.final_layer = FinalLayer(cfg, ops)
         self._rope_cache = {}
+        # None: compute where and in the dtype the weights are. A host that keeps weights on an offload
+        # device or in a storage dtype (its layers cast them per call) sets these.
+        self.compute_dtype: torch.dtype | None = None
+        self.compute_device: torch.device | None = None
 
     @property
     def dtype(self):
-        return self.x_embedder.weight.dtype
+        return self.x_embedder.weight.dtype if self.compute_dtype is None else self.compute_dtype
 
     @property
     def device(self):
-        return self.x_embedder.weight.device
+        return self.x_embedder.weight.device if self.compute_device is None else self.compute_device
 
     # ----------------------------------------------------------------- positions
     def rope_angles(self, frames: int, rows: int, cols: int, device, scale_factor=1.0, scale_watershed=1.0,
@@ -322,7 +358,7 @@ class NextDiT(nn.Module):
             context = self.prepare_context(encoder_hidden_states, encoder_attention_mask)
 
         t_groups = self._token_timesteps(timesteps, samples)  # (B, G) with G = frames or tokens
-        c = self.t_embedder(t_groups) + context.pooled[:, None, :]
+        c = self.t_embedder(t_groups, self.dtype) + context.pooled[:, None, :]
         x = self.x_embedder(self.patchify(samples.to(self.dtype)))  # (B, frames, tokens/frame, D)
         groups = c.shape[1]
         x = x.reshape(b, groups, -1, x.shape[-1])

@@ -23,12 +23,17 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
+import cv2
 import numpy as np
 import torch
+from PIL import Image
 
-from .conditions import to_float, to_uint8
+from ..common.images import to_float, to_uint8
+from . import cameras
+from .conditions import composite_inpaint
 from .palette import PALETTE, ColorLabel, hex_to_rgb
+from .pipeline import IMAGE
+from .preprocess import center_crop_resize, preprocess_images, to_chw_tensor
 
 DEFAULT_TOLERANCE = 80.0  # RGB distance from a label's colour still counted as that colour
 DEFAULT_MIN_AREA = 16  # pixels: smaller blobs/holes are noise
@@ -103,8 +108,6 @@ def color_masks(frame, labels: list[ColorLabel], tolerance: float = DEFAULT_TOLE
 
 def clean_mask(mask: np.ndarray, min_area: int = DEFAULT_MIN_AREA) -> np.ndarray:
     """Drop connected blobs smaller than min_area pixels and fill holes smaller than min_area."""
-    import cv2
-
     mask = np.asarray(mask, dtype=bool)
     if min_area <= 1:
         return mask
@@ -125,8 +128,6 @@ def clean_mask(mask: np.ndarray, min_area: int = DEFAULT_MIN_AREA) -> np.ndarray
 def overlay(source, map_frame, alpha: float = 0.5) -> np.ndarray:
     """50/50 blend (like the reference demo) of the source image, centre-cropped and resized to the
     map's size the way the pipeline saw it, and the map -> (H, W, 3) float32."""
-    from .preprocess import center_crop_resize, to_chw_tensor
-
     target = to_float(map_frame, "map")
     if source is None:
         return target
@@ -165,8 +166,6 @@ def decode_boxes(frame, labels: list[ColorLabel], source=None, tolerance: float 
     the same box as fractions of the width/height (the box editor's format). score = region area /
     box area (1.0 for a clean filled rectangle). Boxes are sorted by label order, then top-left.
     """
-    import cv2
-
     if not labels:
         raise ValueError("decode_boxes needs labels (got none); give the labels of the prompt's tokens")
     raw = color_masks(frame, labels, tolerance)
@@ -205,8 +204,6 @@ def cameras_from_ray_latents(ray_latents, views=None, focal: float | None = None
     Each dict: view, given, rotation (3x3, view-0 reference axes x left/y up/z forward), centre (3),
     focal, residual (RMS ray-to-centre distance) and azimuth, elevation, distance, look_at_error_deg.
     """
-    from . import cameras
-
     latents = torch.as_tensor(ray_latents).float()
     rays = cameras.unpack_ray_frames(latents, average_copies=True)
     recovered = cameras.cameras_from_rays(rays, focal=focal)
@@ -248,12 +245,6 @@ class TaskOutput:
     composite: torch.Tensor | None = None  # inpainting pasted into the original (original size)
     latents: torch.Tensor | None = None
 
-    def to_json(self) -> dict:
-        """The JSON-able part: task, prompt, boxes, cameras, mask labels."""
-        return {"task": self.task, "prompt": self.prompt, "image_frames": self.image_frames,
-                "boxes": self.boxes, "cameras": self.cameras, "mask_labels": list(self.masks),
-                "generated_views": self.generated_views}
-
 
 def _stack(arrays) -> torch.Tensor:
     return torch.from_numpy(np.stack([np.asarray(a, dtype=np.float32) for a in arrays]))
@@ -262,8 +253,6 @@ def _stack(arrays) -> torch.Tensor:
 def decode_result(pipe, request, result, tolerance: float = DEFAULT_TOLERANCE, min_area: int = DEFAULT_MIN_AREA,
                   feather: int | None = None) -> TaskOutput:
     """Decode every generated frame of `result` by what it holds (request.whats)."""
-    from .pipeline import IMAGE
-
     frames = request.frames
     whats = request.whats or ["image" if f.kind == IMAGE else "ray" for f in frames]
     generated = [i for i, f in enumerate(frames) if not f.given]
@@ -296,16 +285,12 @@ def decode_result(pipe, request, result, tolerance: float = DEFAULT_TOLERANCE, m
             out.overlay = _stack([p.overlay for p in parts])
 
     if request.inpaint is not None and request.inpaint.composite and decoded:
-        from .conditions import composite_inpaint
-
         info = request.inpaint
         out.composite = _stack([composite_inpaint(g, info.original, info.mask,
                                                   info.feather if feather is None else feather)
                                 for g in decoded[0].numpy()])
 
     if request.views:
-        from .preprocess import preprocess_images
-
         views, gen_views = [], []
         for v, view in enumerate(request.views):
             frame = frames[view.image_frame]
@@ -327,8 +312,6 @@ def decode_result(pipe, request, result, tolerance: float = DEFAULT_TOLERANCE, m
 
 # --------------------------------------------------------------------------- files
 def _png(path: Path, image) -> None:
-    from PIL import Image
-
     Image.fromarray(to_uint8(image)).save(path, format="PNG")
 
 

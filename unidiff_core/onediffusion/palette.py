@@ -22,7 +22,6 @@ PALETTE: tuple[tuple[str, str], ...] = (
     ("#000080", "navy"), ("#FFD700", "gold"), ("#40E0D0", "turquoise"), ("#DA70D6", "orchid"),
 )
 MAX_COLORS = len(PALETTE)
-BACKGROUND = (0, 0, 0)  # maps are painted on black
 
 _BY_NAME = {name: hex_ for hex_, name in PALETTE}
 _BY_HEX = {hex_: name for hex_, name in PALETTE}
@@ -136,8 +135,3 @@ def parse_color_tokens(prompt: str) -> list[tuple[ColorLabel, str]]:
     for hex_, name, kind, concept in TOKEN_RE.findall(prompt or ""):
         out.append((ColorLabel(concept.strip(), hex_.upper(), name.lower()), kind))
     return out
-
-
-def palette_rgb() -> np.ndarray:
-    """(20, 3) uint8 palette colours, palette order."""
-    return np.array([hex_to_rgb(h) for h, _ in PALETTE], dtype=np.uint8)

@@ -21,12 +21,13 @@ from typing import Any, Callable
 
 import torch
 
-from . import preprocess
-from .loading import checkpoint_parts, load_scheduler_config, load_text_encoder, load_transformer, load_vae
 from ..common.flow import condition_timestep
 from ..common.samplers import DEFAULT_SAMPLER, SAMPLERS, FlowSchedule, model_evaluations
 from ..common.step_cache import FirstBlockCache
+from . import preprocess
+from .loading import checkpoint_parts, load_scheduler_config, load_text_encoder, load_transformer, load_vae
 from .denoiser import MultiFrameDenoiser
+from .model import OPERATIONS
 from .schedule import DEFAULT_SCHEDULER_CONFIG, make_schedule
 from .vae import DOWNSCALE, LATENT_CHANNELS
 
@@ -88,6 +89,8 @@ def check_dtype_on_device(dtype: torch.dtype, device) -> None:
 
 
 class UniDiffPipeline:
+    OPERATIONS = OPERATIONS  # the transformer's default layer classes, from which a host builds its own
+
     def __init__(self, transformer, vae, text_encoder, scheduler_config: dict | None = None):
         self.transformer = transformer
         self.vae = vae
@@ -98,13 +101,14 @@ class UniDiffPipeline:
     @classmethod
     def from_pretrained(cls, checkpoint: str | os.PathLike, dtype="fp32", device="cpu", vae=None,
                         text_encoder=None, tokenizer=None, text_encoder_dtype=None, vae_dtype=None,
-                        text_encoder_device=None, weight_dtype=None):
+                        text_encoder_device=None, weight_dtype=None, operations=None, attention=None):
         """Load from a diffusers-layout folder, or a single transformer .safetensors plus separate parts.
 
         vae / text_encoder / tokenizer override the folder's sub-folders (required for a single
         file). The VAE runs in fp32 unless told otherwise (it is small and bf16 decoding bands).
         text_encoder_device="cpu" keeps the T5 encoder off the GPU (prompts are encoded once, then cached).
         weight_dtype="fp8" stores the transformer blocks' weights in fp8 e4m3 (computing in `dtype`).
+        operations / attention: a host's layer classes and attention for the transformer (see model.py).
         """
         dtype = parse_dtype(dtype)
         check_dtype_on_device(dtype, device)
@@ -113,15 +117,21 @@ class UniDiffPipeline:
         if weight_dtype == "fp8":
             from .fp8 import load_transformer_fp8
 
-            transformer = load_transformer_fp8(transformer_path, compute_dtype=dtype, device=device)
+            transformer = load_transformer_fp8(transformer_path, compute_dtype=dtype, device=device,
+                                               operations=operations, attention=attention)
         elif weight_dtype is None:
-            transformer = load_transformer(transformer_path, dtype=dtype, device=device)
+            transformer = load_transformer(transformer_path, dtype=dtype, device=device, operations=operations,
+                                           attention=attention)
         else:
             raise ValueError(f"weight_dtype {weight_dtype!r} must be None or 'fp8'")
         vae_model = load_vae(parts.vae, dtype=parse_dtype(vae_dtype or "fp32"), device=device)
         text = load_text_encoder(parts.text_encoder, parts.tokenizer, dtype=parse_dtype(text_encoder_dtype or dtype),
                                  device=text_encoder_device or device)
         return cls(transformer, vae_model, text, load_scheduler_config(parts.scheduler))
+
+    def modules(self) -> dict:
+        """The torch modules a host manages (moves between devices, offloads), by part name."""
+        return {"text_encoder": self.text_encoder.encoder, "transformer": self.transformer, "vae": self.vae.model}
 
     @property
     def device(self):

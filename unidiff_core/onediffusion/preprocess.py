@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..common import checks
+
 # ASPECT_RATIO_512 of the reference: height/width ratio -> (height, width), keys ascending.
 ASPECT_RATIO_512 = {
     0.25: (256, 1024), 0.26: (256, 992), 0.27: (256, 960), 0.28: (256, 928), 0.32: (288, 896),
@@ -22,7 +24,6 @@ ASPECT_RATIO_512 = {
     3.11: (896, 288), 3.62: (928, 256), 3.75: (960, 256), 3.88: (992, 256), 4.0: (1024, 256),
 }
 
-SIZE_MULTIPLE = 16  # VAE factor 8 x patch size 2
 
 
 def bucket_size(height: int, width: int) -> tuple[int, int]:
@@ -32,18 +33,10 @@ def bucket_size(height: int, width: int) -> tuple[int, int]:
     return ASPECT_RATIO_512[key]
 
 
-def nearest_valid_size(value: int) -> int:
-    return max(SIZE_MULTIPLE, int(round(value / SIZE_MULTIPLE)) * SIZE_MULTIPLE)
-
-
 def check_size(height: int, width: int) -> None:
-    """Pixel sizes must be positive multiples of 16; the error names the nearest valid size."""
-    for name, value in (("height", height), ("width", width)):
-        if not isinstance(value, (int, np.integer)) or value <= 0 or value % SIZE_MULTIPLE:
-            raise ValueError(
-                f"{name}={value} is not a positive multiple of {SIZE_MULTIPLE}; "
-                f"use {name}={nearest_valid_size(int(value)) if isinstance(value, (int, float)) else 512}"
-            )
+    """The engine's height/width keywords: the size rule of checks.size (positive multiples of 16)."""
+    checks.size("height", height, high=None, keyword=True)
+    checks.size("width", width, high=None, keyword=True)
 
 
 def image_size(image) -> tuple[int, int]:

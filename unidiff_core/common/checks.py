@@ -1,0 +1,148 @@
+"""Model-agnostic input checks: numbers, choices, pixel sizes, comma-separated numbers, dtypes.
+
+Every check raises `InputError` naming the input, the value and the fix. Torch-free: ComfyUI runs
+these while validating every POST /prompt (torch is imported only by the check that needs it).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+
+from .errors import InputError
+
+SIZE_MULTIPLE = 16  # VAE factor 8 x patch size 2
+MAX_SIZE = 4096  # the widgets' maximum
+DTYPES = ("fp32", "bf16", "fp16")
+NONE_WORDS = ("none", "null", "?", "unknown")  # an unknown entry of a number list
+
+
+def message(check, *args, **kwargs):
+    """True when check(*args, **kwargs) passes, else its error message (what VALIDATE_INPUTS returns)."""
+    try:
+        check(*args, **kwargs)
+    except ValueError as e:
+        return str(e)
+    return True
+
+
+def number(name: str, value, low=None, high=None, integer: bool = False):
+    """A number within [low, high] (ComfyUI's own range check, for inputs a node validates itself)."""
+    kind = "an integer" if integer else "a number"
+    try:
+        out = int(value) if integer else float(value)
+        if integer and float(value) != out:
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(name, value, f"not {kind}", f"give {kind}"
+                         + (f" from {low} to {high}" if low is not None and high is not None else "")) from None
+    if not integer and not math.isfinite(out):
+        raise InputError(name, value, "not a finite number", "give a finite number")
+    if low is not None and out < low:
+        raise InputError(name, value, f"smaller than the minimum {low}", f"use a value from {low} to {high}")
+    if high is not None and out > high:
+        raise InputError(name, value, f"bigger than the maximum {high}", f"use a value from {low} to {high}")
+    return out
+
+
+def choice(name: str, value, options):
+    """One of the options; a near miss is named."""
+    options = list(options)
+    if value in options:
+        return value
+    close = difflib.get_close_matches(str(value), [str(o) for o in options], n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise InputError(name, value, "not one of the choices", f"{hint}use one of {', '.join(map(str, options))}")
+
+
+# ------------------------------------------------------------------------------------ pixel sizes
+def nearest_sizes(value: int, high: int | None = MAX_SIZE) -> list[int]:
+    """The valid sizes next to a value: [below, above] (one when the other is out of range)."""
+    below = (int(value) // SIZE_MULTIPLE) * SIZE_MULTIPLE
+    return [s for s in (below, below + SIZE_MULTIPLE) if SIZE_MULTIPLE <= s and (high is None or s <= high)]
+
+
+def size(name: str, value, allow_auto: bool = False, low: int = SIZE_MULTIPLE, high: int | None = MAX_SIZE,
+         keyword: bool = False) -> int:
+    """The size rule: a pixel size is a multiple of 16 within [low, high]; 0 also when allow_auto (= the
+    task's default). keyword: word the error for a keyword argument (``width=100 is ...``)."""
+    if keyword and (isinstance(value, bool) or not hasattr(value, "__index__")):  # 512.0 is not a size
+        raise InputError(name, value, "not a whole number", f"use {name}=512",
+                         text=f"{name}={value!r} is not a positive multiple of {SIZE_MULTIPLE}; use {name}=512")
+    value = number(name, value, integer=True) if keyword else \
+        number(name, value, 0 if allow_auto else low, high, integer=True)
+    if allow_auto and value == 0:
+        return 0
+    if value < low or value % SIZE_MULTIPLE:
+        sizes = nearest_sizes(max(value, low), high)
+        problem = f"smaller than the minimum {low}" if value < low else f"not a multiple of {SIZE_MULTIPLE}"
+        fix = (f"use at least {low}" + (" (or 0 for auto)" if allow_auto else "")) if value < low \
+            else "use " + " or ".join(map(str, sizes))
+        text = None
+        if keyword:
+            text = (f"{name}={value} is not a positive multiple of {SIZE_MULTIPLE}; use "
+                    + " or ".join(f"{name}={s}" for s in sizes))
+        raise InputError(name, value, problem, fix, text=text)
+    return value
+
+
+def size_pair(width, height, auto=0, keyword: bool = False) -> tuple:
+    """Width and height: both sizes, or both `auto` (0 on the widgets, None in the API: the task's default
+    size or the ~512² bucket of the first given image)."""
+    high = None if keyword else MAX_SIZE
+    width, height = (value if value == auto else size(name, value, allow_auto=auto == 0, high=high, keyword=keyword)
+                     for name, value in (("width", width), ("height", height)))
+    if (width == auto) != (height == auto):
+        missing, other = ("width", "height") if width == auto else ("height", "width")
+        if auto is None:
+            raise InputError(missing, None, f"not given but {other} is", "give both or neither (neither = the "
+                             "task's default size)", text=f"height={height}, width={width}: give both or neither "
+                             "(neither = the task's default size)")
+        raise InputError(missing, auto, f"auto ({auto}) but {other}={width if height == auto else height}",
+                         "set both, or both to 0 (auto: the task's default size or the ~512² bucket of the "
+                         "first given image)")
+    return width, height
+
+
+# ------------------------------------------------------------------------------------ number lists
+def numbers(text, name: str, allow_none: bool = False) -> list:
+    """Comma-separated numbers: '0, 30, none' -> [0.0, 30.0, None] (none only with allow_none); a bad
+    entry is named. A number or a list is taken as is."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return [float(text)]
+    if isinstance(text, (list, tuple)):
+        parts = ["none" if v is None else str(v) for v in text]
+    else:
+        parts = str(text).replace(";", ",").split(",")
+    values = []
+    for part in parts:
+        part = part.strip()
+        if not part:
+            continue
+        if part.lower() in NONE_WORDS:
+            if not allow_none:
+                raise InputError(name, text, "'none' is not allowed here", "give numbers")
+            values.append(None)
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value):
+            raise InputError(name, text, f"{part!r} is not a number", "expected comma-separated numbers, e.g. "
+                             "0, 30, 60" + (" (none = unknown)" if allow_none else ""))
+        values.append(value)
+    return values
+
+
+# ------------------------------------------------------------------------------------ devices
+def dtype_on_device(dtype: str, device) -> None:
+    """A dtype the device can run (fp16 is not supported on the CPU; bf16 needs a GPU that has it)."""
+    import torch  # only here: this module stays importable without torch
+
+    choice("dtype", dtype, DTYPES)
+    device = torch.device(device)
+    if device.type == "cpu" and dtype == "fp16":
+        raise InputError("dtype", dtype, "fp16 is not supported on the CPU", "use fp32 or bf16 there (or auto)")
+    if device.type == "cuda" and dtype == "bf16" and not torch.cuda.is_bf16_supported():
+        raise InputError("dtype", dtype, "this GPU cannot run bf16", "use fp16 or fp32 (or auto)")
