@@ -12,6 +12,7 @@ import torch
 from training.train import load_recipe, train
 from unidiff_core.onediffusion.loading import preflight
 from unidiff_core.onediffusion.pipeline import UniDiffPipeline
+from unidiff_core.onediffusion.requests import TaskInputs
 from unidiff_core.onediffusion.tasks import build_request, run_task
 
 RECIPE = Path(__file__).resolve().parent.parent / "training" / "recipes" / "tiny.json"
@@ -46,7 +47,7 @@ def test_checkpoint_loads_and_runs_in_the_pipeline(run):
     preflight(ckpt)
     pipe = UniDiffPipeline.from_pretrained(ckpt)
     assert pipe.transformer.config.default_pixel_size == (32, 32)
-    request = build_request("text2image", "a red circle", height=32, width=32, steps=2, guidance=1.0)
+    request = build_request("text2image", TaskInputs(caption="a red circle", height=32, width=32, steps=2, guidance=1.0))
     result, output = run_task(pipe, request, seed=0)
     image = output.primary
     assert tuple(image.shape[-3:]) == (32, 32, 3) and torch.isfinite(image).all()

@@ -18,12 +18,13 @@ import argparse
 import json
 import time
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from unidiff_core.onediffusion.tasks import with_overrides, run_task
+from unidiff_core.onediffusion.tasks import run_task
 
 from .data import maps
 from .data import HELDOUT_SEEDS, TASK_BUILDERS, make_sample
@@ -126,7 +127,7 @@ def ceiling_frames(sample, codec) -> dict:
 # ------------------------------------------------------------------------------ model
 def model_frames(pipe, sample, steps: int, seed: int):
     guidance = TEXT_TASKS.get(sample.task, 1.0)
-    request = with_overrides(sample.request, steps=steps, guidance=guidance, negative_prompt="")
+    request = replace(sample.request, steps=steps, guidance=guidance, negative_prompt="")
     result, out = run_task(pipe, request, seed=seed)
     pred = {i: np.ascontiguousarray(img[0].numpy()) for i, img in zip(out.image_frames, out.images)}
     for i in sample.targets:

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from unidiff_core.onediffusion import conditions
-from unidiff_core.onediffusion.tasks import TaskRequest, build_request, freeform_request, join_prompt
+from unidiff_core.onediffusion.requests import TaskInputs, TaskRequest, join_prompt
+from unidiff_core.onediffusion.tasks import build_request, freeform_request
 
 from . import maps
 from .figure import figure_caption, pose_map, render_figure, sample_figure
@@ -53,7 +54,7 @@ def _maybe(rng, text: str, p: float = 0.5) -> str:
 
 
 def _request(task, size, **kw):
-    return build_request(task, height=size, width=size, **kw)
+    return build_request(task, TaskInputs(height=size, width=size, **kw))
 
 
 # ------------------------------------------------------------------------------ image tasks
