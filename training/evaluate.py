@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unidiff_core.onediffusion.tasks import run_task
+from unidiff_core.onediffusion import outputs
 
 from .data import maps
 from .data import HELDOUT_SEEDS, TASK_BUILDERS, make_sample
@@ -125,10 +125,14 @@ def ceiling_frames(sample, codec) -> dict:
 
 
 # ------------------------------------------------------------------------------ model
-def model_frames(pipe, sample, steps: int, seed: int):
+def model_frames(pipe, sample, steps: int, seed: int, sampler: str = "euler", step_cache: float = 0.0,
+                 stats: list | None = None):
     guidance = TEXT_TASKS.get(sample.task, 1.0)
     request = replace(sample.request, steps=steps, guidance=guidance, negative_prompt="")
-    result, out = run_task(pipe, request, seed=seed)
+    result = pipe.generate(**request.generate_kwargs(), seed=seed, sampler=sampler, step_cache_threshold=step_cache)
+    out = outputs.decode_result(pipe, request, result)
+    if stats is not None and result.step_cache:
+        stats.append(result.step_cache)
     pred = {i: np.ascontiguousarray(img[0].numpy()) for i, img in zip(out.image_frames, out.images)}
     for i in sample.targets:
         if i not in pred:  # a generated ray frame
@@ -164,7 +168,7 @@ def save_grid(rows, path: Path, scale: int = 2):
 
 # ------------------------------------------------------------------------------ main
 def evaluate(checkpoint, tasks=None, samples: int = 16, steps: int = 20, out: Path | None = None,
-             grid_rows: int = 4, log=print) -> dict:
+             grid_rows: int = 4, log=print, sampler: str = "euler", step_cache: float = 0.0) -> dict:
     from unidiff_core.onediffusion.pipeline import UniDiffPipeline
 
     torch.manual_seed(0)
@@ -177,11 +181,11 @@ def evaluate(checkpoint, tasks=None, samples: int = 16, steps: int = 20, out: Pa
     for task in tasks:
         t0 = time.time()
         scores = {"model": [], "baseline": [], "ceiling": []}
-        rows = []
+        rows, cache_stats = [], []
         for k, seed in enumerate(seeds_for(task, samples)):
             sample = make_sample(task, seed, size, views=4 if task in ("image2multiview", "text2multiview") else None)
             other = make_sample(task, seed + 50_000, size, views=4 if "multiview" in task else None)
-            pred = model_frames(pipe, sample, steps, seed=k)
+            pred = model_frames(pipe, sample, steps, seed=k, sampler=sampler, step_cache=step_cache, stats=cache_stats)
             scores["model"].append(score(sample, pred))
             scores["baseline"].append(score(sample, baseline_frames(sample, other, size)))
             scores["ceiling"].append(score(sample, ceiling_frames(sample, pipe.vae)))
@@ -194,13 +198,17 @@ def evaluate(checkpoint, tasks=None, samples: int = 16, steps: int = 20, out: Pa
             metrics[name]["per_sample"] = {who: [round(float(x[name]), 4) for x in scores[who]] for who in scores}
         results[task] = {"metrics": metrics, "baseline": BASELINES[task], "samples": samples,
                          "guidance": TEXT_TASKS.get(task, 1.0), "seconds": round(time.time() - t0, 1)}
+        if cache_stats:
+            results[task]["transformer_evals"] = sum(c["transformer_evals"] for c in cache_stats) / len(cache_stats)
+            results[task]["steps_run"] = sum(c["steps"] for c in cache_stats) / len(cache_stats)
         head = next(iter(metrics))
         m = metrics[head]
         log(f"{task:24s} {head:14s} model {m['model']:8.4f}  baseline {m['baseline']:8.4f}  ceiling {m['ceiling']:8.4f}"
             f"  ({time.time() - t0:.0f} s)")
         if out is not None and rows:
             save_grid(rows, Path(out) / f"{task}.png")
-    report = {"checkpoint": str(checkpoint), "size": size, "steps": steps, "samples_per_task": samples,
+    report = {"checkpoint": str(checkpoint), "size": size, "steps": steps, "sampler": sampler,
+              "step_cache": step_cache, "samples_per_task": samples,
               "heldout_seeds": [HELDOUT_SEEDS.start, HELDOUT_SEEDS.stop], "seconds": round(time.time() - t_start, 1),
               "tasks": results}
     if out is not None:
@@ -225,12 +233,15 @@ def main(argv=None):
     p.add_argument("--tasks", nargs="*", help="tasks to evaluate (default: every task with a data generator)")
     p.add_argument("--samples", type=int, default=16, help="held-out samples per task")
     p.add_argument("--steps", type=int, default=20, help="sampling steps")
+    p.add_argument("--sampler", default="euler", help="euler | heun | dpmpp_2m")
+    p.add_argument("--step-cache", type=float, default=0.0, help="first-block step cache threshold (0 = off)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", help="folder for metrics.json, metrics.md and the grids (default docs/mini for mini)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     out = Path(a.out) if a.out else (ROOT / "docs" / "mini" if a.checkpoint == "mini" else None)
-    report = evaluate(resolve_checkpoint(a.checkpoint), a.tasks, a.samples, a.steps, out)
+    report = evaluate(resolve_checkpoint(a.checkpoint), a.tasks, a.samples, a.steps, out, sampler=a.sampler,
+                      step_cache=a.step_cache)
     print(markdown_table(report))
 
 
