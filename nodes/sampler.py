@@ -75,6 +75,9 @@ def run_sampler(model, text: TextSpec, seed: int, steps: int, guidance: float, w
     if is_mmgen_run(model, text, frames):
         return run_mmgen_sampler(model, text, seed, steps, guidance, width, height, batch_size, frames, node_id,
                                  progress, previewer, step_cache)
+    declared = getattr(model.pipeline, "declared_defaults", {})
+    if not width and not height and "width" in declared and "height" in declared:
+        width, height = int(declared["width"]), int(declared["height"])  # auto = the checkpoint's size (Mini: 64)
     request = task_request(text, frames, width, height, steps, guidance)
     pipe = model.ready("text_encoder")
     prompts = [request.prompt] + ([request.negative_prompt or ""] if request.guidance > 1.0 else [])

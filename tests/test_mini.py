@@ -101,3 +101,17 @@ def test_the_loader_node_lists_and_loads_mini_in_place():
         assert "UniDiff-Mini" in host.list_checkpoints()
     model = loader.load_model("UniDiff-Mini", dtype="fp32")
     assert model.pipeline.transformer.config.default_pixel_size == (64, 64)
+
+
+def test_the_sampler_node_runs_mini_at_its_declared_size_when_size_is_auto():
+    sys.path.insert(0, str(ROOT / "example_workflows"))
+    from make_workflows import load_pack
+
+    load_pack("comfyui_unidiff")
+    loader = importlib.import_module("comfyui_unidiff.nodes.loader")
+    sampler = importlib.import_module("comfyui_unidiff.nodes.sampler")
+    text = importlib.import_module("comfyui_unidiff.nodes.text")
+    model = loader.load_model("UniDiff-Mini", dtype="fp32")
+    spec = text.encode_text("text2image", "a red circle at the left on a white background", "", False)
+    result = sampler.run_sampler(model, spec, 0, 2, 1.0, 0, 0, 1)  # width = height = 0: automatic size
+    assert result.latents.shape[-2:] == (8, 8)  # 64x64 pixels, not the task's 1024x1024 default

@@ -24,6 +24,7 @@ import torch
 from ..common.flow import condition_timestep
 from ..common.samplers import DEFAULT_SAMPLER, SAMPLERS, FlowSchedule, model_evaluations
 from ..common.step_cache import FirstBlockCache
+from ..families import checkpoint_defaults
 from . import preprocess
 from .loading import checkpoint_parts, load_scheduler_config, load_text_encoder, load_transformer, load_vae
 from .denoiser import MultiFrameDenoiser
@@ -96,6 +97,7 @@ class UniDiffPipeline:
         self.vae = vae
         self.text_encoder = text_encoder
         self.scheduler_config = dict(scheduler_config or DEFAULT_SCHEDULER_CONFIG)
+        self.declared_defaults: dict = {}  # what the checkpoint declares (model_index.json), e.g. Mini's 64x64
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -127,7 +129,9 @@ class UniDiffPipeline:
         vae_model = load_vae(parts.vae, dtype=parse_dtype(vae_dtype or "fp32"), device=device)
         text = load_text_encoder(parts.text_encoder, parts.tokenizer, dtype=parse_dtype(text_encoder_dtype or dtype),
                                  device=text_encoder_device or device)
-        return cls(transformer, vae_model, text, load_scheduler_config(parts.scheduler))
+        pipe = cls(transformer, vae_model, text, load_scheduler_config(parts.scheduler))
+        pipe.declared_defaults = checkpoint_defaults(checkpoint)
+        return pipe
 
     def modules(self) -> dict:
         """The torch modules a host manages (moves between devices, offloads), by part name."""
