@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from ..common.errors import CheckpointError
-from ..common.safetensors_io import PICKLE_SUFFIXES, check_safetensors, read_shapes, refuse_pickle, safetensors_metadata
+from ..common.safetensors_io import (PICKLE_SUFFIXES, check_safetensors, read_shapes, refuse_pickle,
+                                     safetensors_metadata, weight_mismatches)
 from .config import NextDiTConfig
 from .model import NextDiT
 
@@ -82,21 +83,9 @@ def infer_config(shapes: dict[str, tuple], source: str) -> NextDiTConfig:
 
 
 def check_keys(model: torch.nn.Module, shapes: dict[str, tuple], source: str) -> None:
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(shapes))
-    unexpected = sorted(set(shapes) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(shapes) if expected[k] != shapes[k])
-    if missing or unexpected or wrong:
-        def show(keys):
-            return ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {show(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {show(unexpected)}")
-        if wrong:
-            parts.append("shape mismatch: " + show([f"{k} {shapes[k]} != {expected[k]}" for k in wrong]))
-        raise CheckpointError(f"{source}: weights do not match the config ({'; '.join(parts)})")
+    problems = weight_mismatches(model, shapes)
+    if problems:
+        raise CheckpointError(f"{source}: weights do not match the config ({problems})")
 
 
 def build_on_meta(cfg: NextDiTConfig, operations=None, attention=None) -> NextDiT:
