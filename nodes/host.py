@@ -24,9 +24,12 @@ MODEL_FOLDER = "unidiff"  # models/unidiff/: diffusers-layout folders or single 
 WEIGHT_SUFFIXES = {".safetensors", ".sft"}
 FROM_CHECKPOINT = "(from checkpoint)"
 
+# The pack's own models/ folder (UniDiff-Mini ships there): the Loader lists it in place, nothing is copied.
+PACK_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
+
 # Model folders used when ComfyUI's folder_paths is absent (tests, scripts): folder name -> dirs.
 # UNIDIFF_MODELS_DIR=<root> adds <root>/unidiff, <root>/vae and <root>/text_encoders.
-FALLBACK_FOLDERS: dict[str, list[str]] = {"unidiff": [], "vae": [], "text_encoders": []}
+FALLBACK_FOLDERS: dict[str, list[str]] = {"unidiff": [PACK_MODELS], "vae": [], "text_encoders": []}
 if os.environ.get("UNIDIFF_MODELS_DIR"):
     for _name in FALLBACK_FOLDERS:
         FALLBACK_FOLDERS[_name].append(os.path.join(os.environ["UNIDIFF_MODELS_DIR"], _name))
@@ -64,19 +67,21 @@ def available() -> bool:
 
 # ------------------------------------------------------------------------------------ model folders
 def register_model_folder() -> None:
-    """models/unidiff/ as a ComfyUI model folder (extra_model_paths.yaml may add more paths)."""
+    """models/unidiff/ as a ComfyUI model folder (extra_model_paths.yaml may add more paths), and the pack's
+    own models/ folder after it (so UniDiff-Mini is listed where it ships)."""
     fp = folder_paths()
     if fp is None:
         return
     path = os.path.join(fp.models_dir, MODEL_FOLDER)
     if MODEL_FOLDER in fp.folder_names_and_paths:
         paths, exts = fp.folder_names_and_paths[MODEL_FOLDER]
-        if path not in paths:
-            paths.append(path)
+        for p in (path, PACK_MODELS):
+            if p not in paths:
+                paths.append(p)
         if isinstance(exts, set) and not exts:  # created by an extra_model_paths entry: all files
             exts.update(WEIGHT_SUFFIXES)
     else:
-        fp.folder_names_and_paths[MODEL_FOLDER] = ([path], set(WEIGHT_SUFFIXES))
+        fp.folder_names_and_paths[MODEL_FOLDER] = ([path, PACK_MODELS], set(WEIGHT_SUFFIXES))
 
 
 def folder_dirs(folder: str) -> list[str]:

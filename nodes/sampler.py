@@ -75,6 +75,9 @@ def run_sampler(model, text: TextSpec, seed: int, steps: int, guidance: float, w
     if is_mmgen_run(model, text, frames):
         return run_mmgen_sampler(model, text, seed, steps, guidance, width, height, batch_size, frames, node_id,
                                  progress, previewer, step_cache)
+    declared = getattr(model.pipeline, "declared_defaults", {})
+    if not width and not height and "width" in declared and "height" in declared:
+        width, height = int(declared["width"]), int(declared["height"])  # auto = the checkpoint's size (Mini: 64)
     request = task_request(text, frames, width, height, steps, guidance)
     model.pipeline.check_generate(**request.generate_kwargs(), seed=seed, batch_size=batch_size, crop=bool(crop),
                                   step_cache_threshold=step_cache, sampler=sampler)  # all checked before the encoder runs

@@ -14,7 +14,7 @@ from pathlib import Path
 from .common import checks
 from .common.errors import InputError
 from .common.samplers import DEFAULT_SAMPLER, sampler_names
-from .families import family_of
+from .families import checkpoint_defaults, family_of, resolve_checkpoint
 from .mmgen import cli as mmgen_cli
 from .mmgen.detect import is_mmgen_checkpoint
 from .mmgen.tasks import tasks_text as mmgen_tasks_text
@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one generation")
     model = run.add_argument_group("model")
     model.add_argument("--checkpoint", required=True,
-                       help="diffusers-layout folder, a transformer .safetensors file, or 'tiny' (random weights: "
-                            "output is noise, for smoke runs)")
+                       help="diffusers-layout folder, a transformer .safetensors file, 'mini' (UniDiff-Mini, the "
+                            "small trained model shipped in models/; 64x64) or 'tiny' (random weights: output is "
+                            "noise, for smoke runs)")
     model.add_argument("--vae", help="VAE folder or SD3 VAE .safetensors (default: the checkpoint's vae/)")
     model.add_argument("--text-encoder", help="T5 encoder folder (default: the checkpoint's text_encoder/)")
     model.add_argument("--tokenizer", help="T5 tokenizer folder (default: the checkpoint's tokenizer/)")
@@ -180,7 +181,21 @@ TASK_ONLY = {"caption": "", "mask": None, "composite": False, "boxes": None, "la
              "photo": None, "ref_image": [], "ref_caption": [], "subject": None, "image_views": None}
 
 
+def apply_checkpoint_defaults(args) -> None:
+    """'mini' -> its folder; the checkpoint's declared size and negative prompt unless given (so Mini runs at
+    its native 64x64, not at a task's 1024x1024 default)."""
+    if args.checkpoint == "tiny":
+        return
+    args.checkpoint = str(resolve_checkpoint(args.checkpoint))
+    declared = checkpoint_defaults(args.checkpoint)
+    if args.height is None and args.width is None and "height" in declared and "width" in declared:
+        args.height, args.width = int(declared["height"]), int(declared["width"])
+    if args.negative_prompt is None and "negative_prompt" in declared:
+        args.negative_prompt = str(declared["negative_prompt"])
+
+
 def run(args) -> int:
+    apply_checkpoint_defaults(args)
     if args.checkpoint != "tiny" and is_mmgen_checkpoint(args.checkpoint):
         return mmgen_cli.run(args, atomic_write)
     if args.class_label is not None or args.t_blend_start != mmgen_cli.DEFAULT_T_BLEND:

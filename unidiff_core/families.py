@@ -50,6 +50,28 @@ MMGEN = Family("mmgen", "MMGen", is_mmgen_checkpoint, ".mmgen.pipeline:MMGenPipe
 # told apart by their keys, while OneDiffusion takes any other .safetensors.
 FAMILIES: tuple[Family, ...] = (MMGEN, ONEDIFFUSION)
 
+# Checkpoints shipped inside the pack, by name (usable wherever a checkpoint path is).
+EMBEDDED: dict[str, Path] = {"mini": Path(__file__).resolve().parent.parent / "models" / "UniDiff-Mini"}
+
+
+def resolve_checkpoint(name: str | os.PathLike) -> Path:
+    """An embedded checkpoint's name ('mini') -> its folder; any other value is taken as a path."""
+    return EMBEDDED.get(str(name), Path(name))
+
+
+def checkpoint_defaults(checkpoint: str | os.PathLike) -> dict:
+    """Generation defaults a checkpoint declares in model_index.json under "unidiff_defaults" (e.g. Mini's
+    native size {"height": 64, "width": 64} and the negative prompt it was trained with); {} when none."""
+    import json
+
+    index = Path(checkpoint) / "model_index.json"
+    if not index.is_file():
+        return {}
+    try:
+        return dict(json.loads(index.read_text()).get("unidiff_defaults") or {})
+    except (OSError, ValueError, TypeError):
+        return {}
+
 
 def family_of(checkpoint: str | os.PathLike) -> Family:
     """The family of a checkpoint path; CheckpointError (naming the path) when none recognises it."""

@@ -165,3 +165,27 @@ def read_shapes(files: list[Path]) -> dict[str, tuple]:
             if key != "__metadata__":
                 shapes[key] = tuple(entry["shape"])
     return shapes
+
+
+def weight_mismatches(model, shapes: dict[str, tuple], ignore=lambda key: False) -> str:
+    """How a file's tensor shapes differ from a model's state dict, as one message ('' when they fit).
+
+    Keys for which ignore(key) is true may be in the file without being in the model (e.g. training-only
+    heads); at most 8 keys of each kind are named.
+    """
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(k for k in set(shapes) - set(expected) if not ignore(k))
+    wrong = sorted(k for k in set(expected) & set(shapes) if expected[k] != tuple(shapes[k]))
+
+    def show(keys):
+        return ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
+
+    parts = []
+    if missing:
+        parts.append(f"missing keys: {show(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys: {show(unexpected)}")
+    if wrong:
+        parts.append("shape mismatch: " + show([f"{k} {tuple(shapes[k])} != {expected[k]}" for k in wrong]))
+    return "; ".join(parts)

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from ..common.errors import CheckpointError, InputError
-from ..common.safetensors_io import check_safetensors
+from ..common.safetensors_io import check_safetensors, weight_mismatches
 from .config import SIT_MODELS, SIT_SIZES, TINY_MODELS, MMGenConfig, named_config
 from .detect import CONFIG_NAME, FAMILY
 from .model import MMGenSiT
@@ -123,22 +123,11 @@ def infer_config(shapes: dict, source) -> MMGenConfig:
 
 def check_shapes(model: torch.nn.Module, shapes: dict, source, config: MMGenConfig) -> None:
     """Every weight the model needs is there with the config's shape; nothing unknown besides the projectors."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = [k for k in expected if k not in shapes]
-    unexpected = [k for k in shapes if k not in expected and not k.startswith("projectors.")]
-    wrong = [f"{k}: file {tuple(shapes[k])}, config {expected[k]}" for k in expected
-             if k in shapes and tuple(shapes[k]) != expected[k]]
-    if missing or unexpected or wrong:
-        parts = []
-        if wrong:
-            parts.append(f"{len(wrong)} shape mismatch(es), e.g. {'; '.join(wrong[:3])}")
-        if missing:
-            parts.append(f"{len(missing)} missing, e.g. {', '.join(missing[:3])}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected, e.g. {', '.join(unexpected[:3])}")
+    problems = weight_mismatches(model, shapes, ignore=lambda key: key.startswith("projectors."))
+    if problems:
         raise CheckpointError(f"{source}: the weights do not fit the config {config.model_name} (depth "
                               f"{config.depth}, width {config.hidden_size}, patch {config.patch_size}): "
-                              f"{'; '.join(parts)}. Fix the config (model name) or use the matching weights")
+                              f"{problems}. Fix the config (model name) or use the matching weights")
 
 
 # ------------------------------------------------------------------------------- page release and copying

@@ -11,14 +11,16 @@ from pathlib import Path
 
 import torch
 
+from ..common.autoencoder import Autoencoder
 from ..common.errors import CheckpointError
+
 SCALE = 0.18215
 LATENT_CHANNELS = 4
 
 
-class MMGenVAE:
+class MMGenVAE(Autoencoder):
     def __init__(self, autoencoder):
-        self.model = autoencoder.eval()
+        super().__init__(autoencoder.eval())
 
     @classmethod
     def from_pretrained(cls, path, dtype=torch.float32, device="cpu") -> "MMGenVAE":
@@ -40,24 +42,10 @@ class MMGenVAE:
                                   "the 4-channel SD VAE (sd-vae-ft-mse)")
         return cls(vae.to(device))
 
-    @property
-    def device(self):
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self):
-        return next(self.model.parameters()).dtype
-
-    @torch.no_grad()
-    def posterior(self, pixels: torch.Tensor):
-        """(N, 3, H, W) in [-1, 1] -> posterior mean and std (N, 4, H/8, W/8)."""
-        dist = self.model.encode(pixels.to(self.device, self.dtype)).latent_dist
-        return dist.mean.float(), dist.std.float()
-
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor, generator: torch.Generator | None = None, noise=None) -> torch.Tensor:
         """Scaled posterior sample (mean + std * eps) * 0.18215; eps is drawn from `generator` (or given)."""
-        mean, std = self.posterior(pixels)
+        mean, std = (t.float() for t in self.posterior(pixels))
         if noise is None:
             noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
         scale = torch.full((1, LATENT_CHANNELS, 1, 1), SCALE, dtype=mean.dtype)
@@ -70,7 +58,3 @@ class MMGenVAE:
         z = latents.float().cpu() / scale  # a tensor division, as the reference (a scalar one rounds differently)
         pixels = self.model.decode(z.to(self.device, self.dtype)).sample.float().cpu()
         return pixels.add(1).div(2).mul(255).clamp(0, 255).permute(0, 2, 3, 1).to(torch.uint8)
-
-    def to(self, device):
-        self.model.to(device)
-        return self

@@ -18,7 +18,7 @@ import torch
 
 from ..common.errors import CheckpointError, Interrupted
 from ..common.safetensors_io import (PICKLE_SUFFIXES, check_safetensors, parse_json, read_json, read_shapes,
-                                     refuse_pickle, safetensors_metadata)
+                                     refuse_pickle, safetensors_metadata, weight_mismatches)
 from .config import NextDiTConfig
 from .model import NextDiT
 
@@ -98,21 +98,9 @@ def infer_config(shapes: dict[str, tuple], source: str) -> NextDiTConfig:
 
 
 def check_keys(model: torch.nn.Module, shapes: dict[str, tuple], source: str) -> None:
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(shapes))
-    unexpected = sorted(set(shapes) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(shapes) if expected[k] != shapes[k])
-    if missing or unexpected or wrong:
-        def show(keys):
-            return ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {show(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {show(unexpected)}")
-        if wrong:
-            parts.append("shape mismatch: " + show([f"{k} {shapes[k]} != {expected[k]}" for k in wrong]))
-        raise CheckpointError(f"{source}: weights do not match the config ({'; '.join(parts)})")
+    problems = weight_mismatches(model, shapes)
+    if problems:
+        raise CheckpointError(f"{source}: weights do not match the config ({problems})")
 
 
 def build_on_meta(cfg: NextDiTConfig, operations=None, attention=None) -> NextDiT:
@@ -225,13 +213,15 @@ def _check_subfolder(path: Path, what: str, weights: str, limits: dict) -> None:
 
 
 def load_vae(path: str | os.PathLike, dtype=torch.float32, device="cpu", single_file_config=None):
-    """AutoencoderKL from a diffusers folder, or a single .safetensors (original SD3 or diffusers keys).
+    """AutoencoderKL from a diffusers folder, or a single .safetensors (original SD3 or diffusers keys); a folder
+    whose config.json declares the `LinearPatchCodec` gives that fixed pixel-space codec instead.
 
     A single file is read with the bundled SD3 VAE config unless `single_file_config` names a folder
     holding another config.json.
     """
     from diffusers import AutoencoderKL
 
+    from .pixel_codec import is_codec_folder, load_codec
     from .vae import VAE
 
     path = Path(path)
@@ -245,6 +235,11 @@ def load_vae(path: str | os.PathLike, dtype=torch.float32, device="cpu", single_
             raise CheckpointError(f"{path}: not a 16-channel SD3 VAE file ({type(e).__name__}: {str(e)[:300]})") from None
     else:
         _check_subfolder(path, "VAE", "diffusion_pytorch_model.safetensors", VAE_LIMITS)
+        if is_codec_folder(path):  # a fixed pixel-space codec declared in place of the VAE (small checkpoints)
+            try:
+                return load_codec(path, dtype=dtype, device=device)
+            except (OSError, ValueError, RuntimeError, KeyError) as e:
+                raise CheckpointError(f"{path}: cannot load the pixel codec: {e}") from None
         try:
             model = AutoencoderKL.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True,
                                                   use_safetensors=True, low_cpu_mem_usage=_has_accelerate())

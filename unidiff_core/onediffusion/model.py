@@ -112,7 +112,8 @@ def softcapped_attention(q, k, v, cap: float = SOFTCAP, chunk: int = 1024, max_l
     explicitly. Like flash-attn, logits and softmax are float32 and the probabilities meet V in the
     input dtype. The query chunk is shrunk so that one chunk's float32 logits hold at most
     `max_logits` elements (1 GiB), and the soft-cap runs in place: peak extra memory is about two
-    logit buffers (same arithmetic, same results).
+    logit buffers (same arithmetic, same results). Under autograd (bf16 training) it runs out of
+    place, with the same values.
     """
     scale = q.shape[-1] ** -0.5
     out = torch.empty_like(q)
@@ -122,7 +123,10 @@ def softcapped_attention(q, k, v, cap: float = SOFTCAP, chunk: int = 1024, max_l
     for start in range(0, q.shape[-2], chunk):
         qs = q[..., start:start + chunk, :]
         logits = torch.matmul(qs.float(), kt).mul_(scale)
-        logits.div_(cap).tanh_().mul_(cap)
+        if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad):
+            logits = torch.tanh(logits / cap) * cap  # training: autograd needs the tanh output intact
+        else:
+            logits.div_(cap).tanh_().mul_(cap)
         probs = torch.softmax(logits, dim=-1)
         del logits
         out[..., start:start + chunk, :] = torch.matmul(probs.to(v.dtype), v)

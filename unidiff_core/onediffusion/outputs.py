@@ -185,7 +185,8 @@ def decode_boxes(frame, labels: list[ColorLabel], source=None, tolerance: float 
                                            round((y + h) / height, 4)]})
         boxes += sorted(found, key=lambda b: (b["y0"], b["x0"]))
         masks[lab.label] = box_mask
-    view = (overlay(source, frame) * 255).round().astype(np.uint8)
+    # contiguous: the overlay of a (permuted) source keeps its strides, which OpenCV's drawing refuses
+    view = np.ascontiguousarray((overlay(source, frame) * 255).round().astype(np.uint8))
     for b in boxes:
         colour = tuple(int(c) for c in hex_to_rgb(b["color"]))
         cv2.rectangle(view, (b["x0"], b["y0"]), (b["x1"] - 1, b["y1"] - 1), colour, 1)

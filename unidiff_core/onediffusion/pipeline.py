@@ -26,6 +26,7 @@ from ..common.samplers import DEFAULT_SAMPLER, SAMPLERS, FlowSchedule, model_eva
 from ..common.step_cache import FirstBlockCache
 from ..common import checks
 from ..common.errors import InputError
+from ..families import checkpoint_defaults
 from . import preprocess
 from .loading import (check_interrupt, checkpoint_parts, load_scheduler_config, load_text_encoder, load_transformer,
                       load_vae)
@@ -99,6 +100,7 @@ class UniDiffPipeline:
         self.vae = vae
         self.text_encoder = text_encoder
         self.scheduler_config = dict(scheduler_config or DEFAULT_SCHEDULER_CONFIG)
+        self.declared_defaults: dict = {}  # what the checkpoint declares (model_index.json), e.g. Mini's 64x64
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -134,7 +136,9 @@ class UniDiffPipeline:
         check_interrupt(interrupt)
         text = load_text_encoder(parts.text_encoder, parts.tokenizer, dtype=parse_dtype(text_encoder_dtype or dtype),
                                  device=text_encoder_device or device)
-        return cls(transformer, vae_model, text, load_scheduler_config(parts.scheduler))
+        pipe = cls(transformer, vae_model, text, load_scheduler_config(parts.scheduler))
+        pipe.declared_defaults = checkpoint_defaults(checkpoint)
+        return pipe
 
     def modules(self) -> dict:
         """The torch modules a host manages (moves between devices, offloads), by part name."""

@@ -40,8 +40,8 @@ def check_size(height: int, width: int) -> None:
 
 
 def image_size(image) -> tuple[int, int]:
-    """(height, width) of a PIL image or an image tensor."""
-    if hasattr(image, "size") and not isinstance(image, torch.Tensor):
+    """(height, width) of a PIL image, an image tensor or an array."""
+    if hasattr(image, "size") and not isinstance(image, (torch.Tensor, np.ndarray)):  # PIL: size = (w, h)
         w, h = image.size
         return h, w
     t = to_chw_tensor(image)

@@ -6,29 +6,17 @@ import logging
 
 import torch
 
+from ..common.autoencoder import Autoencoder
+
 LATENT_CHANNELS = 16
 DOWNSCALE = 8
 
 
-class VAE:
+class VAE(Autoencoder):
     def __init__(self, autoencoder):
-        self.model = autoencoder
+        super().__init__(autoencoder)
         # OneDiffusion scales by scaling_factor and ignores the SD3 shift_factor.
         self.scaling_factor = float(autoencoder.config.scaling_factor)
-
-    @property
-    def device(self):
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self):
-        return next(self.model.parameters()).dtype
-
-    @torch.no_grad()
-    def posterior(self, pixels: torch.Tensor):
-        """pixels (N, 3, H, W) in -1..1 -> posterior mean and std, each (N, 16, H/8, W/8)."""
-        dist = self.model.encode(pixels.to(self.device, self.dtype)).latent_dist
-        return dist.mean, dist.std
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -53,7 +41,3 @@ class VAE:
             finally:
                 self.model.use_tiling = tiling  # as it was (a tiled decode asked for by the caller stays tiled)
         return (images.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu()
-
-    def to(self, device):
-        self.model.to(device)
-        return self

@@ -1,0 +1,112 @@
+"""The procedural task data: deterministic, disjoint seed ranges, the task table's prompts and layouts,
+and ground truth that the pack's own decoders read back exactly."""
+
+import numpy as np
+import pytest
+import torch
+
+from training.data import HELDOUT_SEEDS, TASK_BUILDERS, TRAIN_SEEDS, make_sample
+from training.data.figure import JOINTS, keypoints_from_map, pose_map, sample_figure
+from training.data.objects3d import render_view, sample_object
+from training.data.samples import as_tensor
+from unidiff_core.onediffusion import outputs
+from unidiff_core.onediffusion.tasks import TASKS
+
+SIZE = 64
+SEED = HELDOUT_SEEDS.start + 17
+
+
+def _values_equal(a, b):
+    return all(torch.equal(as_tensor(x), as_tensor(y)) for x, y in zip(a, b))
+
+
+def test_seed_ranges_are_disjoint():
+    assert TRAIN_SEEDS.stop <= HELDOUT_SEEDS.start
+
+
+@pytest.mark.parametrize("task", list(TASK_BUILDERS))
+def test_same_seed_same_sample_other_seed_other_sample(task):
+    a, b, c = make_sample(task, SEED, SIZE), make_sample(task, SEED, SIZE), make_sample(task, SEED + 1, SIZE)
+    assert a.prompt == b.prompt and a.request.denoise_mask == b.request.denoise_mask
+    assert _values_equal(a.frame_values(), b.frame_values())
+    assert a.prompt != c.prompt or not _values_equal(a.frame_values(), c.frame_values())
+
+
+@pytest.mark.parametrize("task", [t for t in TASK_BUILDERS if t in TASKS])
+def test_prompt_and_layout_come_from_the_task_table(task):
+    spec = TASKS[task]
+    sample = make_sample(task, SEED, SIZE, views=4 if spec.multiview and task != "camera_estimation" else None)
+    assert sample.prompt.startswith(spec.token)
+    assert sample.request.denoise_mask == spec.denoise_mask
+    # every generated frame has a target, no given frame has one
+    assert sorted(sample.targets) == [i for i, m in enumerate(spec.denoise_mask) if m]
+    for value, slot in zip(sample.frame_values(), spec.frames):
+        t = as_tensor(value)
+        assert t.shape == ((3, SIZE, SIZE) if slot.kind == "image" else (16, SIZE // 8, SIZE // 8))
+
+
+def test_depth_ground_truth_decodes_to_the_scene_order():
+    s = make_sample("image2depth", SEED, SIZE)
+    decoded = outputs.decode_depth(s.targets[1]).depth
+    depth = s.truth["depth"]
+    # min-max normalised by the decoder, so compare orders: nearer in the scene = nearer decoded
+    near, far = np.unravel_index(depth.argmin(), depth.shape), np.unravel_index(depth.argmax(), depth.shape)
+    assert decoded[near] == 0.0 and decoded[far] == 1.0
+    lo, hi = depth.min(), depth.max()
+    assert np.allclose(decoded, (depth - lo) / (hi - lo), atol=1 / 255 + 1e-6)
+
+
+def test_box_map_ground_truth_decodes_to_the_boxes():
+    for seed in range(SEED, SEED + 5):
+        s = make_sample("image2boundingbox", seed, SIZE)
+        found = outputs.decode_boxes(s.targets[1], s.request.labels, min_area=1).boxes
+        truth = s.truth["boxes"]
+        # nearer boxes may cover farther ones; every unhidden truth box is found exactly
+        boxes = {(b["label"], b["x0"], b["y0"], b["x1"], b["y1"]) for b in found}
+        covered = [t for t in truth if (t["label"], *t["box"]) in boxes]
+        assert covered, (truth, found)
+
+
+def test_semantic_map_ground_truth_decodes_to_the_masks():
+    s = make_sample("image2semanticmap", SEED, SIZE)
+    decoded = outputs.decode_segmentation(s.targets[1], s.request.labels, min_area=1).masks
+    for label, mask in s.truth["masks"]:
+        assert np.array_equal(decoded[label], mask > 0.5), label
+
+
+def test_camera_estimation_target_rays_give_back_the_camera():
+    s = make_sample("camera_estimation", SEED, SIZE)
+    rays = torch.stack([s.frame_values()[1], s.targets[3]])
+    cams = outputs.cameras_from_ray_latents(rays, s.request.views, focal=s.request.focal)
+    assert cams[1]["azimuth"] == pytest.approx(s.truth["azimuths"][1], abs=0.5)
+    assert cams[1]["elevation"] == pytest.approx(s.truth["elevations"][1], abs=0.5)
+
+
+def test_multiview_views_differ_with_the_camera_and_match_at_the_same_camera():
+    obj = sample_object(SEED)
+    a, b, c = render_view(obj, 30, 10, size=SIZE), render_view(obj, 30, 10, size=SIZE), render_view(obj, 100, 10, size=SIZE)
+    assert np.array_equal(a, b) and np.abs(a - c).mean() > 0.01
+
+
+def test_pose_keypoints_read_back_from_the_map():
+    fig = sample_figure(SEED)
+    found = keypoints_from_map(pose_map(fig, 128))
+    assert len(found) == len(JOINTS)
+    errors = [np.hypot(f[0] - k[0], f[1] - k[1]) for f, k in zip(found, fig.keypoints) if f is not None]
+    assert len(errors) >= len(JOINTS) - 2 and np.median(errors) < 0.02
+
+
+def test_editing_pairs_change_only_the_edited_region():
+    kinds = set()
+    for seed in range(SEED, SEED + 12):
+        s = make_sample("image_editing", seed, SIZE)
+        before, after, region = s.frame_values()[1], s.targets[0], s.truth["region"]
+        kinds.add(s.truth["edit"])
+        assert region.any()
+        assert np.abs(before - after)[~region].max() < 0.02
+    assert kinds == {"recolour", "remove", "move", "add"}
+
+
+def test_unknown_task_is_an_error_naming_it():
+    with pytest.raises(ValueError, match="no data generator for task 'nope'"):
+        make_sample("nope", 0)

@@ -1,0 +1,58 @@
+"""The evaluation metrics: ground truth scores perfectly, a trivial baseline does not."""
+
+import numpy as np
+import pytest
+import torch
+
+from training.data import HELDOUT_SEEDS, make_sample
+from training.evaluate import baseline_frames
+from training.metrics import HIGHER, edge_f1, score
+
+SEED = HELDOUT_SEEDS.start + 321
+PERFECT = {"attr_acc": 1.0, "count_acc": 1.0, "subject_found": 1.0, "edit_success": 1.0, "layout_iou": 1.0,
+           "abs_rel": 0.0, "delta1": 1.0, "edge_f1": 1.0, "miou": 1.0, "box_miou": 1.0, "ap50": 1.0,
+           "azimuth_err": 0.0, "elevation_err": 0.0}
+TASKS = ["text2image", "subject_driven", "image_editing", "depth2image", "image2depth", "image2canny", "image2hed",
+         "image2semanticmap", "image2boundingbox", "image2pose", "camera_estimation", "freeform_depth_semantic",
+         "inpainting", "deblurring", "image2multiview"]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_ground_truth_scores_perfectly_and_the_baseline_worse(task):
+    sample = make_sample(task, SEED, 64)
+    truth = score(sample, dict(sample.targets))
+    for name, value in truth.items():
+        if name in PERFECT:
+            assert value == pytest.approx(PERFECT[name], abs=0.02 if "err" not in name else 0.5), name
+        elif name == "pck10":
+            assert value >= 0.85
+        elif name == "kp_error":
+            assert value < 0.03
+        else:  # PSNRs of the truth itself
+            assert value >= 90, name
+    other = make_sample(task, SEED + 50_000, 64)
+    base = score(sample, baseline_frames(sample, other, 64))
+    head = next(iter(truth))
+    if task != "image2hed" or base[head] != truth[head]:
+        assert (base[head] < truth[head]) if HIGHER[head] else (base[head] > truth[head]), (head, base, truth)
+
+
+def test_edge_f1_counts_a_one_pixel_shift_as_a_match_and_a_miss_as_zero():
+    truth = np.zeros((32, 32, 3), np.float32)
+    truth[10, 5:25] = 1
+    shifted = np.roll(truth, 1, axis=0)
+    assert edge_f1(shifted, truth) == 1.0
+    assert edge_f1(np.roll(truth, 5, axis=0), truth) == 0.0
+
+
+def test_box_decoding_of_a_strided_frame_draws_the_found_boxes():
+    # found by the evaluation: decode_result hands over frames sliced from the decoded batch (not C-contiguous);
+    # the overlay kept their strides and OpenCV refused to draw the boxes on it
+    from unidiff_core.onediffusion import outputs
+
+    sample = make_sample("image2boundingbox", SEED, 64)
+    # same pixels, laid out channel-first as a VAE decode permuted to (H, W, 3) leaves them
+    frame = torch.from_numpy(sample.targets[1]).permute(2, 0, 1).contiguous().permute(1, 2, 0).numpy()
+    assert not frame.flags["C_CONTIGUOUS"]
+    result = outputs.decode_boxes(frame, sample.request.labels, source=sample.frame_values()[0])
+    assert result.boxes and result.overlay.shape == (64, 64, 3)

@@ -1,0 +1,411 @@
+"""The multi-task trainer: one script for one CPU process or many GPUs (Hugging Face accelerate).
+
+    python -m training.train --recipe training/recipes/mini.json --out runs/mini          # CPU, 1 thread
+    accelerate launch -m training.train --recipe training/recipes/mini.json --out runs/mini   # GPUs / nodes
+    python -m training.train ... --resume                        # go on from runs/mini/state
+    ... --resume --window-minutes 10                             # train in windows (e.g. a lent GPU)
+
+Each optimizer step draws `micro_batches` tasks by the recipe's weights; a micro-batch is
+`batch_size` samples of one task (one frame layout). The loss is flow matching on the generated
+frames only, with a noise level per frame (shared by the generated frames of a sample with
+probability `shared_sigma`); condition frames stay clean and are shown at the timestep the sampler
+shows them (the last of a schedule of 10-60 steps). The noising path is the core's
+(`unidiff_core.common.flow`), prompts and layouts the task table's (via `training.data`).
+
+Writes to --out: parts/ (codec and tokenizer, made once), state/ (resumable), losses.csv, losses.png,
+checkpoint/ (EMA weights, OneDiffusion layout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unidiff_core.common import flow
+from unidiff_core.onediffusion.config import NextDiTConfig
+from unidiff_core.onediffusion.model import NextDiT
+from unidiff_core.onediffusion.pixel_codec import load_codec
+from unidiff_core.onediffusion.schedule import DEFAULT_SCHEDULER_CONFIG, make_schedule, shift_mu
+
+from . import parts
+from .data import TRAIN_SEEDS, make_sample
+from .data.samples import MULTIVIEW_TASKS, as_tensor
+from .data.scenes import rng_for
+from .export import export_checkpoint
+
+CSV_FIELDS = ("step", "task", "loss", "lr", "elapsed_s")
+
+
+# ------------------------------------------------------------------------------ recipe
+def load_recipe(path, **overrides) -> dict:
+    recipe = json.loads(Path(path).read_text())
+    recipe.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = set(recipe["tasks"]) - set(__import__("training.data", fromlist=["TASK_BUILDERS"]).TASK_BUILDERS)
+    if unknown:
+        raise ValueError(f"recipe {path}: no data generator for tasks {sorted(unknown)}")
+    return recipe
+
+
+def pick_task(recipe: dict, step: int, micro: int) -> tuple[str, int | None]:
+    """The task of a micro-batch (weighted, deterministic in step) and its view count."""
+    rng = rng_for(recipe["seed"] * 1_000_003 + step * 64 + micro, "task")
+    names = list(recipe["tasks"])
+    weights = np.array([recipe["tasks"][n] for n in names], dtype=float)
+    task = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+    views = int(rng.integers(2, 5)) if task in MULTIVIEW_TASKS else None
+    return task, views
+
+
+def sample_seed(recipe: dict, step: int, micro: int, index: int, process: int, processes: int) -> int:
+    flat = ((step * recipe["micro_batches"] + micro) * recipe["batch_size"] + index) * processes + process
+    return TRAIN_SEEDS.start + (recipe["seed"] * 7_919_000 + flat) % len(TRAIN_SEEDS)
+
+
+# ------------------------------------------------------------------------------ EMA
+class EMA:
+    """Exponential moving average of parameters (fp32), with the usual warm-up of the decay."""
+
+    def __init__(self, modules, decay: float):
+        self.decay = decay
+        self.steps = 0
+        self.shadow = {f"{i}.{k}": p.detach().float().clone() for i, m in enumerate(modules)
+                       for k, p in m.named_parameters()}
+
+    @torch.no_grad()
+    def update(self, modules) -> None:
+        self.steps += 1
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        for i, m in enumerate(modules):
+            for k, p in m.named_parameters():
+                self.shadow[f"{i}.{k}"].mul_(d).add_(p.detach().float(), alpha=1 - d)
+
+    @torch.no_grad()
+    def copy_to(self, modules) -> None:
+        for i, m in enumerate(modules):
+            for k, p in m.named_parameters():
+                p.copy_(self.shadow[f"{i}.{k}"].to(p.dtype))
+
+    def state_dict(self):
+        return {"decay": self.decay, "steps": self.steps, "shadow": self.shadow}
+
+    def load_state_dict(self, state):
+        self.decay, self.steps, self.shadow = state["decay"], state["steps"], state["shadow"]
+
+
+# ------------------------------------------------------------------------------ batches
+class Batcher:
+    """Samples of one task -> latents, masks and prompts (the codec encodes the image frames)."""
+
+    def __init__(self, recipe: dict, codec, scheduler_config: dict):
+        self.recipe, self.codec, self.scheduler_config = recipe, codec, scheduler_config
+        self._schedules: dict = {}
+
+    def condition_timestep(self, steps: int, generated_tokens: int) -> float:
+        key = (steps, generated_tokens)
+        if key not in self._schedules:
+            timesteps, _, _ = make_schedule(steps, generated_tokens, self.scheduler_config)
+            self._schedules[key] = float(flow.condition_timestep(timesteps))
+        return self._schedules[key]
+
+    @torch.no_grad()
+    def encode(self, value) -> torch.Tensor:
+        tensor = as_tensor(value)
+        if tensor.shape[0] == 3:  # an image frame
+            mean, _ = self.codec.posterior(tensor[None] * 2 - 1)  # the pixel codec or a VAE (posterior mean)
+            return mean[0].float().cpu() * self.codec.scaling_factor
+        return tensor  # a ray latent
+
+    def make(self, task: str, views, seeds: list[int]):
+        size = self.recipe["size"]
+        samples = [make_sample(task, s, size, views=views) for s in seeds]
+        masks = {tuple(s.request.denoise_mask) for s in samples}
+        assert len(masks) == 1, f"{task}: mixed frame layouts in one batch {masks}"
+        generate = torch.tensor(samples[0].request.denoise_mask, dtype=torch.bool)
+        x0 = torch.stack([torch.stack([self.encode(v) for v in s.frame_values()]) for s in samples])
+        return samples, x0, generate
+
+    def noise_levels(self, rng: np.random.Generator, batch: int, generate: torch.Tensor, tokens_per_frame: int,
+                     step: int = 0):
+        """(sigma (B, F), timesteps (B, F)): logit-normal sigmas (a `sigma_uniform` share of samples uniform,
+        from step `sigma_uniform_from_step` on) shifted like the sampler's schedule for generated frames; the
+        schedule's condition timestep for given frames."""
+        frames = len(generate)
+        generated_tokens = int(generate.sum()) * tokens_per_frame
+        shift = math.exp(shift_mu(generated_tokens, self.scheduler_config))
+        u = 1 / (1 + np.exp(-rng.normal(size=(batch, frames))))
+        if step >= self.recipe.get("sigma_uniform_from_step", 0):
+            # logit-normal rarely reaches sigma ~ 1, where sampling starts: mix in uniform draws
+            uniform = rng.random(batch) < self.recipe.get("sigma_uniform", 0.0)
+            u[uniform] = rng.random((int(uniform.sum()), frames))
+        shared = rng.random(batch) < self.recipe["shared_sigma"]
+        u[shared] = u[shared, :1]
+        sigma = shift * u / (1 + (shift - 1) * u)
+        lo, hi = self.recipe["schedule_steps"]
+        t_cond = [self.condition_timestep(int(rng.integers(lo, hi + 1)), generated_tokens) for _ in range(batch)]
+        sigma = torch.from_numpy(sigma).float()
+        timesteps = flow.model_timestep(sigma)
+        timesteps[:, ~generate] = torch.tensor(t_cond, dtype=torch.float32)[:, None]
+        sigma[:, ~generate] = 0.0
+        return sigma, timesteps
+
+
+def flow_loss(transformer, states, mask, x0, generate, sigma, timesteps, noise):
+    """Mean squared velocity error over the generated frames (given frames enter clean, carry no loss)."""
+    s = sigma.to(x0)[:, :, None, None, None]
+    x = torch.where(generate.to(x0.device)[None, :, None, None, None], flow.noisy(x0, noise, s), x0)
+    v = transformer(x, timesteps.to(x0.device), encoder_hidden_states=states, encoder_attention_mask=mask)
+    err = (v.float() - flow.velocity(x0, noise).float()).pow(2).mean(dim=(2, 3, 4))  # (B, F)
+    return (err * generate.to(err)).sum(1).div(generate.sum()).mean()
+
+
+# ------------------------------------------------------------------------------ parts
+def prepare_parts(recipe: dict, run: Path, accelerator) -> tuple[Path, Path]:
+    """The codec and the tokenizer, fitted once (main process) from seeds of their own."""
+    parts_dir = run / "parts"
+    vae_dir, tok_dir = parts_dir / "vae", parts_dir / "tokenizer"
+    if accelerator.is_main_process and not (tok_dir / "spiece.model").exists():
+        tasks = list(recipe["tasks"])
+        # Seeds from the top of the training range, away from the trainer's own draws.
+        top = TRAIN_SEEDS.stop
+        codec = parts.fit_codec(tasks, range(top - recipe["codec_samples"], top), recipe["size"])
+        codec.save_pretrained(vae_dir)
+        parts.train_tokenizer(tasks, range(top - 10 * recipe["tokenizer_prompts"], top, 10), tok_dir, recipe["size"])
+    accelerator.wait_for_everyone()
+    return vae_dir, tok_dir
+
+
+def build_models(recipe: dict, tokenizer):
+    torch.manual_seed(recipe["seed"])
+    cfg = NextDiTConfig(**recipe["transformer"])
+    transformer = NextDiT(cfg)
+    with torch.no_grad():  # start as the zero velocity: stable early steps (DiT practice)
+        transformer.final_layer.linear.weight.zero_()
+        transformer.final_layer.linear.bias.zero_()
+    t = recipe["text_encoder"]
+    if t["width"] != cfg.caption_channels:
+        raise ValueError(f"text_encoder width {t['width']} must equal the transformer's caption_channels "
+                         f"{cfg.caption_channels}")
+    text = parts.tiny_t5(len(tokenizer), t["width"], t["layers"], t["heads"], seed=recipe["seed"] + 1)
+    return transformer, text
+
+
+def lr_at(recipe: dict, step: int, elapsed_s: float = 0.0) -> float:
+    """Linear warm-up, then cosine to 10%. Progress is the larger of the step and the time fraction, so a
+    time-bounded run on a slow or busy machine still anneals before its budget ends."""
+    warm, total = recipe["warmup_steps"], recipe["steps"]
+    if step < warm:
+        return (step + 1) / warm
+    progress = max((step - warm) / max(1, total - warm), elapsed_s / (recipe["max_minutes"] * 60))
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+# ------------------------------------------------------------------------------ plot
+def plot_losses(csv_path: Path, png_path: Path, window: int = 50) -> None:
+    """Per-task moving means of the loss against the step, log scale, drawn with PIL (no plotting library)."""
+    from PIL import Image, ImageDraw
+
+    from unidiff_core.onediffusion.palette import PALETTE, hex_to_rgb
+
+    rows = list(csv.DictReader(open(csv_path)))
+    if not rows:
+        return
+    by_task: dict[str, list[tuple[int, float]]] = {}
+    for r in rows:
+        by_task.setdefault(r["task"], []).append((int(r["step"]), max(float(r["loss"]), 1e-4)))
+    curves = {}
+    for task, pts in sorted(by_task.items()):
+        steps, losses = np.array(pts).T
+        k = max(1, min(window, len(losses) // 5))
+        curves[task] = (steps[k - 1:], np.convolve(np.log10(losses), np.ones(k) / k, mode="valid"))
+    w, h, left, right, top, bottom = 1000, 560, 60, 230, 20, 40
+    x_max = max(float(c[0].max()) for c in curves.values()) or 1.0
+    y_lo = min(float(c[1].min()) for c in curves.values())
+    y_hi = max(float(c[1].max()) for c in curves.values())
+    y_lo, y_hi = np.floor(y_lo * 10) / 10, np.ceil(y_hi * 10) / 10 + 1e-6
+    img = Image.new("RGB", (w, h), "white")
+    draw = ImageDraw.Draw(img)
+
+    def xy(step, logloss):
+        return (left + (w - left - right) * step / x_max, top + (h - top - bottom) * (y_hi - logloss) / (y_hi - y_lo))
+
+    draw.rectangle([left, top, w - right, h - bottom], outline="black")
+    for tick in np.arange(y_lo, y_hi, 0.1 if y_hi - y_lo < 1.2 else 0.2):
+        y = xy(0, tick)[1]
+        draw.line([left, y, w - right, y], fill=(225, 225, 225))
+        draw.text((4, y - 6), f"{10 ** tick:.2f}", fill="black")
+    for frac in np.linspace(0, 1, 6):
+        x = left + (w - left - right) * frac
+        draw.text((x - 10, h - bottom + 6), f"{int(x_max * frac)}", fill="black")
+    draw.text((left, h - 16), "step        (y: flow-matching loss, log scale, moving mean)", fill="black")
+    for i, (task, (steps, values)) in enumerate(curves.items()):
+        colour = hex_to_rgb(PALETTE[i % len(PALETTE)][0])
+        points = [xy(s_, v) for s_, v in zip(steps, values)]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        draw.line([w - right + 10, top + 12 + 22 * i, w - right + 30, top + 12 + 22 * i], fill=colour, width=3)
+        draw.text((w - right + 36, top + 6 + 22 * i), task, fill="black")
+    img.save(png_path)
+
+
+# ------------------------------------------------------------------------------ main
+def load_for_finetuning(checkpoint):
+    """(transformer, text encoder, tokenizer, codec or VAE, tokenizer folder) of a checkpoint, trainable."""
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    from unidiff_core.onediffusion.loading import checkpoint_parts, load_transformer, load_vae
+
+    found = checkpoint_parts(checkpoint)
+    transformer = load_transformer(found.transformer).requires_grad_(True)
+    text = T5EncoderModel.from_pretrained(str(found.text_encoder), local_files_only=True, use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(found.tokenizer), local_files_only=True)
+    return transformer, text, tokenizer, load_vae(found.vae), found.tokenizer
+
+
+def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True, window_minutes: float | None = None,
+          init: str | Path | None = None) -> dict:
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    torch.set_num_threads(int(recipe["threads"]))
+    use_cpu = not torch.cuda.is_available()
+    accelerator = Accelerator(mixed_precision=recipe["mixed_precision"], cpu=use_cpu)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if init is not None:  # fine-tune: every part from an existing OneDiffusion-format checkpoint
+        transformer, text, tokenizer, codec, tok_dir = load_for_finetuning(init)
+    else:
+        vae_dir, tok_dir = prepare_parts(recipe, out, accelerator)
+        codec = load_codec(vae_dir)
+        tokenizer = parts.load_tokenizer(tok_dir)
+        transformer, text = build_models(recipe, tokenizer)
+    opt = torch.optim.AdamW([
+        {"params": transformer.parameters(), "lr": recipe["lr"]},
+        {"params": text.parameters(), "lr": recipe["text_lr"]}], betas=(0.9, 0.99),
+        weight_decay=recipe["weight_decay"])
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    transformer, text, opt = accelerator.prepare(transformer, text, opt)
+    raw = [accelerator.unwrap_model(transformer), accelerator.unwrap_model(text)]
+    ema = EMA(raw, recipe["ema_decay"])
+    accelerator.register_for_checkpointing(ema)
+
+    state_dir, meta_file = out / "state", out / "state" / "progress.json"
+    start_step, trained_s = 0, 0.0
+    if resume and meta_file.exists():
+        accelerator.load_state(str(state_dir))
+        meta = json.loads(meta_file.read_text())
+        start_step, trained_s = meta["step"], meta["trained_s"]
+        accelerator.print(f"resumed at step {start_step} ({trained_s / 60:.1f} min trained)")
+    codec = codec.to(accelerator.device)
+    batcher = Batcher(recipe, codec, DEFAULT_SCHEDULER_CONFIG)
+    cfg = raw[0].config
+    tokens_per_frame = (recipe["size"] // 8 // cfg.patch_size[1]) * (recipe["size"] // 8 // cfg.patch_size[2])
+    csv_path = out / "losses.csv"
+    new_csv = not csv_path.exists() or start_step == 0
+    log = open(csv_path, "w" if new_csv else "a", newline="")
+    writer = csv.DictWriter(log, CSV_FIELDS)
+    if new_csv:
+        writer.writeheader()
+
+    def save_state(step):
+        accelerator.save_state(str(state_dir))
+        if accelerator.is_main_process:
+            meta_file.write_text(json.dumps({"step": step, "trained_s": trained_s + time.time() - t0}))
+
+    budget = recipe["max_minutes"] * 60
+    t0, last_save = time.time(), time.time()
+    bar = tqdm(total=recipe["steps"], initial=start_step, disable=not (progress and accelerator.is_main_process),
+               mininterval=10, dynamic_ncols=True)
+    step, recent = start_step, []
+    transformer.train()
+    text.train()
+    window = float("inf") if window_minutes is None else window_minutes * 60
+
+    while step < recipe["steps"] and trained_s + time.time() - t0 < budget and time.time() - t0 < window:
+        for g, base in zip(opt.param_groups, base_lrs):
+            g["lr"] = base * lr_at(recipe, step, trained_s + time.time() - t0)
+        for micro in range(recipe["micro_batches"]):
+            task, views = pick_task(recipe, step, micro)
+            seeds = [sample_seed(recipe, step, micro, b, accelerator.process_index, accelerator.num_processes)
+                     for b in range(recipe["batch_size"])]
+            samples, x0, generate = batcher.make(task, views, seeds)
+            rng = rng_for(seeds[0], "noise")
+            prompts = ["" if rng.random() < recipe["prompt_dropout"] else s.prompt for s in samples]
+            sigma, timesteps = batcher.noise_levels(rng, len(samples), generate, tokens_per_frame, step)
+            noise = torch.from_numpy(rng.standard_normal(x0.shape, dtype=np.float32))
+            tokens = tokenizer(prompts, padding="longest", max_length=300, truncation=True, return_tensors="pt")
+            device = accelerator.device
+            with accelerator.autocast():
+                states = text(input_ids=tokens.input_ids.to(device), attention_mask=tokens.attention_mask.to(device))[0]
+                loss = flow_loss(transformer, states, tokens.attention_mask.to(device), x0.to(device), generate,
+                                 sigma, timesteps, noise.to(device))
+            accelerator.backward(loss / recipe["micro_batches"])
+            value = float(accelerator.gather(loss.detach()[None]).mean())
+            recent.append(value)
+            if accelerator.is_main_process and step % recipe["log_every"] == 0:
+                writer.writerow({"step": step, "task": task, "loss": f"{value:.5f}", "lr": f"{opt.param_groups[0]['lr']:.6f}",
+                                 "elapsed_s": f"{trained_s + time.time() - t0:.1f}"})
+        accelerator.clip_grad_norm_(list(transformer.parameters()) + list(text.parameters()), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ema.update(raw)
+        step += 1
+        bar.update(1)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{np.mean(recent[-40:]):.4f}")
+            log.flush()
+        if time.time() - last_save > recipe["save_every_minutes"] * 60:
+            save_state(step)
+            last_save = time.time()
+    bar.close()
+    log.close()
+    save_state(step)
+    elapsed = trained_s + time.time() - t0
+    summary = {"recipe": recipe["name"], "steps": step, "train_minutes": round(elapsed / 60, 2),
+               "samples_seen": step * recipe["micro_batches"] * recipe["batch_size"] * accelerator.num_processes,
+               "processes": accelerator.num_processes, "threads": recipe["threads"],
+               "mixed_precision": recipe["mixed_precision"], "seed": recipe["seed"],
+               "train_seeds": [TRAIN_SEEDS.start, TRAIN_SEEDS.stop], "init": str(init) if init else None}
+    if accelerator.is_main_process:
+        plot_losses(csv_path, out / "losses.png")
+        final = [accelerator.unwrap_model(transformer), accelerator.unwrap_model(text)]
+        backup = [{k: v.clone() for k, v in m.state_dict().items()} for m in final]
+        ema.copy_to(final)
+        export_checkpoint(out / "checkpoint", final[0], final[1], tok_dir, codec.to("cpu"), card=summary, size=recipe["size"])
+        for m, b in zip(final, backup):
+            m.load_state_dict(b)
+    accelerator.wait_for_everyone()
+    return summary
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--recipe", default=str(Path(__file__).parent / "recipes" / "mini.json"))
+    p.add_argument("--out", required=True, help="run folder (parts, state, losses, checkpoint)")
+    p.add_argument("--resume", action="store_true", help="go on from <out>/state when it exists")
+    p.add_argument("--init", help="fine-tune: start from this OneDiffusion-format checkpoint (e.g. models/UniDiff-Mini) "
+                                  "instead of new weights; its transformer config, T5, tokenizer and VAE/codec are kept")
+    p.add_argument("--steps", type=int, help="override the recipe's step count")
+    p.add_argument("--max-minutes", type=float, help="override the recipe's training-time budget (all sessions)")
+    p.add_argument("--window-minutes", type=float,
+                   help="stop this session after N minutes (state saved; go on later with --resume)")
+    p.add_argument("--threads", type=int, help="override the recipe's thread count")
+    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], help="override the recipe's precision")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    recipe = load_recipe(a.recipe, steps=a.steps, max_minutes=a.max_minutes, threads=a.threads,
+                         mixed_precision=a.mixed_precision)
+    summary = train(recipe, Path(a.out), resume=a.resume, progress=not a.no_progress, window_minutes=a.window_minutes,
+                    init=a.init)
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
