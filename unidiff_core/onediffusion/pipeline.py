@@ -21,11 +21,11 @@ from typing import Any, Callable
 
 import torch
 
+from ..common import checks
+from ..common.errors import InputError
 from ..common.flow import condition_timestep
 from ..common.samplers import DEFAULT_SAMPLER, SAMPLERS, FlowSchedule, model_evaluations
 from ..common.step_cache import FirstBlockCache
-from ..common import checks
-from ..common.errors import InputError
 from ..families import checkpoint_defaults
 from . import preprocess
 from .loading import (check_interrupt, checkpoint_parts, load_scheduler_config, load_text_encoder, load_transformer,
@@ -74,22 +74,22 @@ class GenerationResult:
         return [i for i, f in enumerate(self.frames) if not f.given]
 
 
+TORCH_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+                "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
 def parse_dtype(name) -> torch.dtype:
     if isinstance(name, torch.dtype):
         return name
-    table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-    if name not in table:
-        raise ValueError(f"dtype {name!r} is not one of fp32, fp16, bf16")
-    return table[name]
+    if name not in TORCH_DTYPES:
+        raise InputError("dtype", name, "is not a dtype", "use fp32, fp16 or bf16")
+    return TORCH_DTYPES[name]
 
 
-def check_dtype_on_device(dtype: torch.dtype, device) -> None:
-    device = torch.device(device)
-    if device.type == "cpu" and dtype == torch.float16:
-        raise ValueError("dtype fp16 is not supported on the CPU; use fp32 or bf16 there")
-    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
-        raise ValueError("this GPU cannot run bf16; use fp16 or fp32")
+def check_dtype_on_device(dtype, device) -> None:
+    """A dtype name or torch dtype the device runs (the rule itself is `checks.dtype_on_device`)."""
+    checks.dtype_on_device(DTYPE_NAMES.get(parse_dtype(dtype), str(dtype)), device)
 
 
 class UniDiffPipeline:
