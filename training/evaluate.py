@@ -207,7 +207,8 @@ def evaluate(checkpoint, tasks=None, samples: int = 16, steps: int = 20, out: Pa
             f"  ({time.time() - t0:.0f} s)")
         if out is not None and rows:
             save_grid(rows, Path(out) / f"{task}.png")
-    report = {"checkpoint": str(checkpoint), "size": size, "steps": steps, "sampler": sampler,
+    # the folder's name, not its path: the record holds no path of the machine it ran on
+    report = {"checkpoint": Path(checkpoint).name, "size": size, "steps": steps, "sampler": sampler,
               "step_cache": step_cache, "samples_per_task": samples,
               "heldout_seeds": [HELDOUT_SEEDS.start, HELDOUT_SEEDS.stop], "seconds": round(time.time() - t_start, 1),
               "tasks": results}
