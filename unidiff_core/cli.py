@@ -36,6 +36,21 @@ def _floats(text: str) -> list:
         raise argparse.ArgumentTypeError(f"{text!r}: {e.problem}; {e.fix}") from None
 
 
+def _lora(text: str) -> tuple[str, float]:
+    """--lora FILE[:STRENGTH] -> (file, strength); no number after the last ':' = the whole text is the file."""
+    path, sep, tail = text.rpartition(":")
+    if not sep or not path:
+        return text, 1.0
+    try:
+        float(tail)
+    except ValueError:
+        return text, 1.0  # e.g. C:\loras\x.safetensors
+    try:
+        return path, checks.lora_strength(tail, "--lora strength")
+    except InputError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {e.problem}; {e.fix}") from None
+
+
 class _Given(argparse.Action):
     """Stores the value and notes that it was given (MMGen's default sampler differs from OneDiffusion's)."""
 
@@ -59,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     model.add_argument("--device", default="cuda" if _cuda() else "cpu")
     model.add_argument("--threads", type=int, help="CPU threads for torch")
+    model.add_argument("--lora", action="append", default=[], type=_lora, metavar="FILE[:STRENGTH]",
+                       help="a LoRA of the transformer (python -m training.train --lora-rank R writes one), merged "
+                            "into the loaded weights at STRENGTH (default 1; 0 = off); repeatable")
     gen = run.add_argument_group("generation")
     gen.add_argument("--prompt", default=None, help="full prompt, task token included, e.g. '[[text2image]] a cat' "
                                                    "(with --task: used verbatim instead of the task's template)")
@@ -157,10 +175,21 @@ def load_pipeline(args):
     if args.checkpoint == "tiny":
         print("checkpoint 'tiny': random weights, the output is noise (smoke run)", file=sys.stderr)
         from .onediffusion.pipeline import parse_dtype
-        return tiny_pipeline(dtype=parse_dtype(args.dtype), device=args.device)
-    pipeline_class = family_of(args.checkpoint).pipeline_class()
-    return pipeline_class.from_pretrained(args.checkpoint, dtype=args.dtype, device=args.device, vae=args.vae,
-                                          text_encoder=args.text_encoder, tokenizer=args.tokenizer)
+        pipe = tiny_pipeline(dtype=parse_dtype(args.dtype), device=args.device)
+    else:
+        pipeline_class = family_of(args.checkpoint).pipeline_class()
+        pipe = pipeline_class.from_pretrained(args.checkpoint, dtype=args.dtype, device=args.device, vae=args.vae,
+                                              text_encoder=args.text_encoder, tokenizer=args.tokenizer)
+    if args.lora:
+        from .onediffusion.lora import load_lora, merge_loras
+
+        # Every file is checked against this transformer before any is merged (the CLI's pipeline is its own).
+        loras = [(load_lora(path, pipe.transformer), strength) for path, strength in args.lora]
+        merge_loras(pipe.transformer, loras)
+        for lora, strength in loras:
+            print(f"LoRA {lora.path} (rank {lora.rank}, alpha {lora.alpha:g}) merged at strength {strength:g}",
+                  file=sys.stderr)
+    return pipe
 
 
 def build_frames(args, images, size):
@@ -197,6 +226,8 @@ def apply_checkpoint_defaults(args) -> None:
 def run(args) -> int:
     apply_checkpoint_defaults(args)
     if args.checkpoint != "tiny" and is_mmgen_checkpoint(args.checkpoint):
+        if args.lora:
+            raise ValueError("--lora applies to OneDiffusion transformers; this checkpoint is MMGen")
         return mmgen_cli.run(args, atomic_write)
     if args.class_label is not None or args.t_blend_start != mmgen_cli.DEFAULT_T_BLEND:
         raise ValueError("--class-label and --t-blend-start are for MMGen checkpoints; this one is OneDiffusion")

@@ -23,7 +23,8 @@ NONE_WORDS = ("none", "null", "?", "unknown")  # an unknown entry of a number li
 MAX_SEED = 0xFFFFFFFFFFFFFFFF  # torch.Generator.manual_seed takes 64-bit seeds
 MAX_TEXT_CHARS = 100_000  # far past any prompt the text encoder reads (its first few hundred tokens)
 MAX_JSON_CHARS = 1_000_000
-MAX_JSON_DEPTH = 32  # box lists need 3 levels; deeper text is a mistake (or an attack on the parser)
+MAX_JSON_DEPTH = 32
+MAX_LORA_STRENGTH = 10.0  # far past any useful LoRA strength (1 = as trained)  # box lists need 3 levels; deeper text is a mistake (or an attack on the parser)
 
 
 def message(check, *args, **kwargs):
@@ -95,6 +96,11 @@ def seed(value, batch_size: int = 1, name: str = "seed") -> int:
         raise InputError(name, value, f"with batch_size {batch_size} the last item's seed (seed + {batch_size - 1}) "
                          f"passes the maximum {MAX_SEED}", f"use a seed of at most {top}")
     return out
+
+
+def lora_strength(value, name: str = "strength") -> float:
+    """A LoRA strength: a finite number from -MAX_LORA_STRENGTH to MAX_LORA_STRENGTH (0 = off, 1 = as trained)."""
+    return number(name, value, -MAX_LORA_STRENGTH, MAX_LORA_STRENGTH)
 
 
 # ------------------------------------------------------------------------------------ text
