@@ -4,6 +4,8 @@
     accelerate launch -m training.train --recipe training/recipes/mini.json --out runs/mini   # GPUs / nodes
     python -m training.train ... --resume                        # go on from runs/mini/state
     ... --resume --window-minutes 10                             # train in windows (e.g. a lent GPU)
+    python -m training.train --init models/UniDiff-Mini --lora-rank 8 --out runs/teal   # LoRA fine-tuning
+    python -m training.train --init CKPT --data my_folder --task text2image --out runs/mine  # your own data
 
 Each optimizer step draws `micro_batches` tasks by the recipe's weights; a micro-batch is
 `batch_size` samples of one task (one frame layout). The loss is flow matching on the generated
@@ -13,7 +15,9 @@ shows them (the last of a schedule of 10-60 steps). The noising path is the core
 (`unidiff_core.common.flow`), prompts and layouts the task table's (via `training.data`).
 
 Writes to --out: parts/ (codec and tokenizer, made once), state/ (resumable), losses.csv, losses.png,
-checkpoint/ (EMA weights, OneDiffusion layout).
+checkpoint/ (EMA weights, OneDiffusion layout); with --lora-rank instead of checkpoint/ the adapter
+lora/<name>.safetensors (the pack's LoRA format, unidiff_core/onediffusion/lora.py): peft adapters on the
+transformer's attention and feed-forward linears, everything else (the T5 encoder too) frozen.
 """
 
 from __future__ import annotations
@@ -30,13 +34,16 @@ import numpy as np
 import torch
 
 from unidiff_core.common import flow
+from unidiff_core.common.errors import InputError
 from unidiff_core.onediffusion.config import NextDiTConfig
+from unidiff_core.onediffusion.lora import save_lora
 from unidiff_core.onediffusion.model import NextDiT
 from unidiff_core.onediffusion.pixel_codec import load_codec
 from unidiff_core.onediffusion.schedule import DEFAULT_SCHEDULER_CONFIG, make_schedule, shift_mu
 
 from . import parts
 from .data import TRAIN_SEEDS, make_sample
+from .data.folder import FolderData
 from .data.samples import MULTIVIEW_TASKS, as_tensor
 from .data.scenes import rng_for
 from .export import export_checkpoint
@@ -71,27 +78,29 @@ def sample_seed(recipe: dict, step: int, micro: int, index: int, process: int, p
 
 # ------------------------------------------------------------------------------ EMA
 class EMA:
-    """Exponential moving average of parameters (fp32), with the usual warm-up of the decay."""
+    """Exponential moving average of the trained parameters (fp32), with the usual warm-up of the decay.
+    Frozen ones (a LoRA run's base weights) are not copied: they do not move."""
 
     def __init__(self, modules, decay: float):
         self.decay = decay
         self.steps = 0
-        self.shadow = {f"{i}.{k}": p.detach().float().clone() for i, m in enumerate(modules)
-                       for k, p in m.named_parameters()}
+        self.shadow = {key: p.detach().float().clone() for key, p in self._trained(modules)}
+
+    @staticmethod
+    def _trained(modules):
+        return [(f"{i}.{k}", p) for i, m in enumerate(modules) for k, p in m.named_parameters() if p.requires_grad]
 
     @torch.no_grad()
     def update(self, modules) -> None:
         self.steps += 1
         d = min(self.decay, (1 + self.steps) / (10 + self.steps))
-        for i, m in enumerate(modules):
-            for k, p in m.named_parameters():
-                self.shadow[f"{i}.{k}"].mul_(d).add_(p.detach().float(), alpha=1 - d)
+        for key, p in self._trained(modules):
+            self.shadow[key].mul_(d).add_(p.detach().float(), alpha=1 - d)
 
     @torch.no_grad()
     def copy_to(self, modules) -> None:
-        for i, m in enumerate(modules):
-            for k, p in m.named_parameters():
-                p.copy_(self.shadow[f"{i}.{k}"].to(p.dtype))
+        for key, p in self._trained(modules):
+            p.copy_(self.shadow[key].to(p.dtype))
 
     def state_dict(self):
         return {"decay": self.decay, "steps": self.steps, "shadow": self.shadow}
@@ -104,8 +113,9 @@ class EMA:
 class Batcher:
     """Samples of one task -> latents, masks and prompts (the codec encodes the image frames)."""
 
-    def __init__(self, recipe: dict, codec, scheduler_config: dict):
-        self.recipe, self.codec, self.scheduler_config = recipe, codec, scheduler_config
+    def __init__(self, recipe: dict, codec, scheduler_config: dict, source=make_sample):
+        """source(task, seed, size, views=...) -> TrainSample: the generator, or a user folder's samples."""
+        self.recipe, self.codec, self.scheduler_config, self.source = recipe, codec, scheduler_config, source
         self._schedules: dict = {}
 
     def condition_timestep(self, steps: int, generated_tokens: int) -> float:
@@ -125,7 +135,7 @@ class Batcher:
 
     def make(self, task: str, views, seeds: list[int]):
         size = self.recipe["size"]
-        samples = [make_sample(task, s, size, views=views) for s in seeds]
+        samples = [self.source(task, s, size, views=views) for s in seeds]
         masks = {tuple(s.request.denoise_mask) for s in samples}
         assert len(masks) == 1, f"{task}: mixed frame layouts in one batch {masks}"
         generate = torch.tensor(samples[0].request.denoise_mask, dtype=torch.bool)
@@ -269,8 +279,21 @@ def load_for_finetuning(checkpoint):
     return transformer, text, tokenizer, load_vae(found.vae), found.tokenizer
 
 
+def checkpointed_blocks(x, run_block, depth: int):
+    """NextDiT.blocks_hook for gradient checkpointing: each block's activations are recomputed in the backward
+    pass instead of kept (memory of one block's activations instead of all; about a third more compute)."""
+    from torch.utils.checkpoint import checkpoint
+
+    for i in range(depth):
+        x = checkpoint(run_block, i, x, use_reentrant=False)
+    return x
+
+
 def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True, window_minutes: float | None = None,
-          init: str | Path | None = None) -> dict:
+          init: str | Path | None = None, lora: dict | None = None, data: FolderData | None = None,
+          gradient_checkpointing: bool = False) -> dict:
+    """lora: {"rank", "alpha", "name"} trains peft adapters only (needs `init`) and writes lora/<name>.safetensors;
+    data: a user folder's samples of one task instead of the generator (recipe["tasks"] must be that task)."""
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
@@ -279,6 +302,10 @@ def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True, 
     accelerator = Accelerator(mixed_precision=recipe["mixed_precision"], cpu=use_cpu)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if (lora is not None or data is not None) and init is None:
+        raise ValueError("LoRA and folder training fine-tune a checkpoint: give --init CHECKPOINT")
+    if data is not None and set(recipe["tasks"]) != {data.task}:
+        raise ValueError(f"the recipe's tasks {sorted(recipe['tasks'])} must be the folder's task {data.task}")
     if init is not None:  # fine-tune: every part from an existing OneDiffusion-format checkpoint
         transformer, text, tokenizer, codec, tok_dir = load_for_finetuning(init)
     else:
@@ -286,12 +313,27 @@ def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True, 
         codec = load_codec(vae_dir)
         tokenizer = parts.load_tokenizer(tok_dir)
         transformer, text = build_models(recipe, tokenizer)
-    opt = torch.optim.AdamW([
-        {"params": transformer.parameters(), "lr": recipe["lr"]},
-        {"params": text.parameters(), "lr": recipe["text_lr"]}], betas=(0.9, 0.99),
-        weight_decay=recipe["weight_decay"])
+    adapted = []
+    if lora is not None:
+        from .peft_lora import add_lora
+
+        if recipe["mixed_precision"] == "bf16":  # frozen weights in bf16 (half the memory); adapters stay fp32
+            transformer.to(torch.bfloat16)
+            text.to(torch.bfloat16)
+        adapted = add_lora(transformer, lora["rank"], lora["alpha"])
+        text.requires_grad_(False).eval()
+    if gradient_checkpointing:
+        transformer.blocks_hook = checkpointed_blocks
+    groups = [{"params": [p for p in transformer.parameters() if p.requires_grad], "lr": recipe["lr"]}]
+    if lora is None:
+        groups.append({"params": list(text.parameters()), "lr": recipe["text_lr"]})
+    opt = torch.optim.AdamW(groups, betas=(0.9, 0.99), weight_decay=recipe["weight_decay"])
     base_lrs = [g["lr"] for g in opt.param_groups]
-    transformer, text, opt = accelerator.prepare(transformer, text, opt)
+    if lora is None:
+        transformer, text, opt = accelerator.prepare(transformer, text, opt)
+    else:  # the frozen encoder is not prepared: nothing of it trains (DDP refuses a module without gradients)
+        transformer, opt = accelerator.prepare(transformer, opt)
+        text = text.to(accelerator.device)
     raw = [accelerator.unwrap_model(transformer), accelerator.unwrap_model(text)]
     ema = EMA(raw, recipe["ema_decay"])
     accelerator.register_for_checkpointing(ema)
@@ -304,7 +346,7 @@ def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True, 
         start_step, trained_s = meta["step"], meta["trained_s"]
         accelerator.print(f"resumed at step {start_step} ({trained_s / 60:.1f} min trained)")
     codec = codec.to(accelerator.device)
-    batcher = Batcher(recipe, codec, DEFAULT_SCHEDULER_CONFIG)
+    batcher = Batcher(recipe, codec, DEFAULT_SCHEDULER_CONFIG, source=data.make_sample if data else make_sample)
     cfg = raw[0].config
     tokens_per_frame = (recipe["size"] // 8 // cfg.patch_size[1]) * (recipe["size"] // 8 // cfg.patch_size[2])
     csv_path = out / "losses.csv"
@@ -325,7 +367,7 @@ def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True, 
                mininterval=10, dynamic_ncols=True)
     step, recent = start_step, []
     transformer.train()
-    text.train()
+    text.train(lora is None)
     window = float("inf") if window_minutes is None else window_minutes * 60
 
     while step < recipe["steps"] and trained_s + time.time() - t0 < budget and time.time() - t0 < window:
@@ -343,7 +385,9 @@ def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True, 
             tokens = tokenizer(prompts, padding="longest", max_length=300, truncation=True, return_tensors="pt")
             device = accelerator.device
             with accelerator.autocast():
-                states = text(input_ids=tokens.input_ids.to(device), attention_mask=tokens.attention_mask.to(device))[0]
+                with torch.set_grad_enabled(lora is None):  # a frozen encoder keeps no activations
+                    states = text(input_ids=tokens.input_ids.to(device),
+                                  attention_mask=tokens.attention_mask.to(device))[0]
                 loss = flow_loss(transformer, states, tokens.attention_mask.to(device), x0.to(device), generate,
                                  sigma, timesteps, noise.to(device))
             accelerator.backward(loss / recipe["micro_batches"])
@@ -352,7 +396,7 @@ def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True, 
             if accelerator.is_main_process and step % recipe["log_every"] == 0:
                 writer.writerow({"step": step, "task": task, "loss": f"{value:.5f}", "lr": f"{opt.param_groups[0]['lr']:.6f}",
                                  "elapsed_s": f"{trained_s + time.time() - t0:.1f}"})
-        accelerator.clip_grad_norm_(list(transformer.parameters()) + list(text.parameters()), 1.0)
+        accelerator.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         ema.update(raw)
@@ -372,15 +416,34 @@ def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True, 
                "samples_seen": step * recipe["micro_batches"] * recipe["batch_size"] * accelerator.num_processes,
                "processes": accelerator.num_processes, "threads": recipe["threads"],
                "mixed_precision": recipe["mixed_precision"], "seed": recipe["seed"],
-               "train_seeds": [TRAIN_SEEDS.start, TRAIN_SEEDS.stop], "init": str(init) if init else None}
+               "train_seeds": [TRAIN_SEEDS.start, TRAIN_SEEDS.stop], "init": str(init) if init else None,
+               "data": f"{data.root.name} ({len(data)} {data.task} samples)" if data else None,
+               "gradient_checkpointing": gradient_checkpointing}
+    if lora is not None:
+        summary["lora"] = {"rank": int(lora["rank"]), "alpha": float(lora["alpha"]), "modules": len(adapted),
+                           "parameters": sum(p.numel() for g in opt.param_groups for p in g["params"]),
+                           "file": str(Path("lora") / f"{lora['name']}.safetensors")}
     if accelerator.is_main_process:
         plot_losses(csv_path, out / "losses.png")
         final = [accelerator.unwrap_model(transformer), accelerator.unwrap_model(text)]
-        backup = [{k: v.clone() for k, v in m.state_dict().items()} for m in final]
+        backup = [{k: v.clone() for k, v in m.named_parameters() if v.requires_grad} for m in final]
         ema.copy_to(final)
-        export_checkpoint(out / "checkpoint", final[0], final[1], tok_dir, codec.to("cpu"), card=summary, size=recipe["size"])
-        for m, b in zip(final, backup):
-            m.load_state_dict(b)
+        if lora is None:
+            export_checkpoint(out / "checkpoint", final[0], final[1], tok_dir, codec.to("cpu"), card=summary,
+                              size=recipe["size"])
+        else:
+            from .peft_lora import lora_weights
+
+            cfg = final[0].config
+            save_lora(out / summary["lora"]["file"], lora_weights(final[0]), lora["rank"], lora["alpha"],
+                      metadata={"base": Path(init).name, "hidden_size": cfg.hidden_size, "depth": cfg.depth,
+                                "steps": step, "task": ",".join(recipe["tasks"]),
+                                "data": summary["data"] or "generated"})
+        with torch.no_grad():
+            for m, b in zip(final, backup):
+                for k, p in m.named_parameters():
+                    if k in b:
+                        p.copy_(b[k])
     accelerator.wait_for_everyone()
     return summary
 
@@ -399,11 +462,37 @@ def main(argv=None):
     p.add_argument("--threads", type=int, help="override the recipe's thread count")
     p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], help="override the recipe's precision")
     p.add_argument("--no-progress", action="store_true")
+    ft = p.add_argument_group("fine-tuning (with --init)")
+    ft.add_argument("--lora-rank", type=int, help="train a LoRA of this rank (peft) instead of all weights: adapters "
+                                                  "on the transformer's attention and feed-forward linears, the T5 "
+                                                  "encoder frozen; writes <out>/lora/<name>.safetensors")
+    ft.add_argument("--lora-alpha", type=float, help="LoRA alpha (default: the rank, i.e. scale 1)")
+    ft.add_argument("--lora-name", help="file name of the LoRA (default: the --out folder's name)")
+    ft.add_argument("--data", help="a folder of your own images, captions and conditions (docs/training.md, "
+                                   "'Your own data') instead of the generated tasks; needs --task")
+    ft.add_argument("--task", help="the task the --data folder trains, e.g. text2image or depth2image")
+    p.add_argument("--lr", type=float, help="override the recipe's learning rate (LoRA runs usually want ~1e-3)")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute each block's activations in the backward pass (less memory, ~1/3 more compute)")
     a = p.parse_args(argv)
     recipe = load_recipe(a.recipe, steps=a.steps, max_minutes=a.max_minutes, threads=a.threads,
-                         mixed_precision=a.mixed_precision)
+                         mixed_precision=a.mixed_precision, lr=a.lr)
+    if (a.data is None) != (a.task is None):
+        p.error("--data and --task go together")
+    lora = data = None
+    if a.lora_rank is not None:
+        if a.lora_rank < 1:
+            p.error(f"--lora-rank must be at least 1, got {a.lora_rank}")
+        lora = {"rank": a.lora_rank, "alpha": a.lora_alpha if a.lora_alpha is not None else float(a.lora_rank),
+                "name": a.lora_name or Path(a.out).resolve().name}
+    if a.data is not None:
+        recipe["tasks"] = {a.task: 1.0}
+        try:
+            data = FolderData(a.data, a.task, recipe["size"])
+        except InputError as e:  # the folder's problem and its fix, without a traceback
+            p.error(str(e))
     summary = train(recipe, Path(a.out), resume=a.resume, progress=not a.no_progress, window_minutes=a.window_minutes,
-                    init=a.init)
+                    init=a.init, lora=lora, data=data, gradient_checkpointing=a.gradient_checkpointing)
     print(json.dumps(summary, indent=2))
 
 
