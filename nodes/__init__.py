@@ -11,6 +11,7 @@ from .examples import UniDiffExampleImage
 from .frames import (UniDiffConditionMap, UniDiffImageFrame, UniDiffInpaintFrame, UniDiffLayoutBoxes,
                      UniDiffMultiViewCameras, UniDiffReferenceImages)
 from .loader import UniDiffLoader
+from .lora import UniDiffLoRA
 from .mmgen import UniDiffMMGenDecode, UniDiffMMGenFrame, UniDiffMMGenTask
 from .sampler import UniDiffSampler
 from .text import UniDiffTextEncode
@@ -37,6 +38,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "UniDiffMMGenTask": "UniDiff MMGen Task",
     "UniDiffMMGenFrame": "UniDiff MMGen Modality Frame",
     "UniDiffMMGenDecode": "UniDiff MMGen Decode",
+    "UniDiffLoRA": "UniDiff LoRA",
 }
 
 NODE_CLASS_MAPPINGS = {
@@ -59,6 +61,7 @@ NODE_CLASS_MAPPINGS = {
     "UniDiffMMGenTask": UniDiffMMGenTask,
     "UniDiffMMGenFrame": UniDiffMMGenFrame,
     "UniDiffMMGenDecode": UniDiffMMGenDecode,
+    "UniDiffLoRA": UniDiffLoRA,
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -1,7 +1,8 @@
 """Every contact of the pack with ComfyUI, in one place, with plain fallbacks when ComfyUI is absent.
 
 Node logic calls only this module for host services: model folders (`folder_paths`), devices and
-memory management (`comfy.model_management`, `comfy.model_patcher`), the layer classes and attention
+memory management (`comfy.model_management`, `comfy.model_patcher`), LoRA weight patches (`comfy.lora`,
+`ModelPatcher.add_patches`), the layer classes and attention
 the core's models are built with (`comfy.ops`, `comfy.ldm.modules.attention`), the progress bar and live
 previews (`comfy.utils.ProgressBar`, `latent_preview`) and Cancel (`processing_interrupted`).
 ComfyUI modules are imported lazily, inside the functions that need them, so the pack imports and
@@ -28,8 +29,8 @@ FROM_CHECKPOINT = "(from checkpoint)"
 PACK_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
 
 # Model folders used when ComfyUI's folder_paths is absent (tests, scripts): folder name -> dirs.
-# UNIDIFF_MODELS_DIR=<root> adds <root>/unidiff, <root>/vae and <root>/text_encoders.
-FALLBACK_FOLDERS: dict[str, list[str]] = {"unidiff": [PACK_MODELS], "vae": [], "text_encoders": []}
+# UNIDIFF_MODELS_DIR=<root> adds <root>/unidiff, <root>/vae, <root>/text_encoders and <root>/loras.
+FALLBACK_FOLDERS: dict[str, list[str]] = {"unidiff": [PACK_MODELS], "vae": [], "text_encoders": [], "loras": []}
 if os.environ.get("UNIDIFF_MODELS_DIR"):
     for _name in FALLBACK_FOLDERS:
         FALLBACK_FOLDERS[_name].append(os.path.join(os.environ["UNIDIFF_MODELS_DIR"], _name))
@@ -187,6 +188,12 @@ def list_vaes() -> list[str]:
 def list_text_encoders() -> list[str]:
     """models/text_encoders/: transformers T5 folders (config.json + model.safetensors + tokenizer)."""
     return [FROM_CHECKPOINT] + _scan("text_encoders", _is_config_dir, want_files=False)
+
+
+def list_loras() -> list[str]:
+    """models/loras/ (ComfyUI's own LoRA folder): .safetensors files. UniDiff LoRAs are told apart from other
+    models' LoRAs when one is applied (their metadata), not here: listing reads no file."""
+    return _scan("loras", lambda p: False, want_files=True)
 
 
 def resolve(folder: str, name: str) -> str:
@@ -362,6 +369,34 @@ class ManagedPart:
             cls = patcher_module.ModelPatcher if self.streams else _whole_patcher_class(patcher_module.ModelPatcher)
             self.patcher = cls(holder, load_device=load_device, offload_device=offload_device,
                                size=mm.module_size(module))
+
+
+def with_lora(part: ManagedPart, weights: dict, alpha: float, strength: float) -> ManagedPart | None:
+    """This part with a LoRA as ComfyUI weight patches: a copy whose ModelPatcher is a clone of the part's, with
+    {module: (A, B)} loaded by ComfyUI's LoRA loader (scale alpha / rank) and added at `strength`. ComfyUI adds
+    B @ A when it loads the weights for the clone and removes it again when it loads the part without it, so
+    the loaded model stays as it is and ComfyUI manages the memory (partial loads included). None without
+    ComfyUI: the caller merges into a copy of the module."""
+    comfy_lora = _comfy("comfy.lora") if part.patcher is not None else None
+    if comfy_lora is None:
+        return None
+    import copy
+
+    import torch
+
+    state, to_load = {}, {}
+    for module, (a, b) in weights.items():
+        state[f"{module}.lora_A.weight"], state[f"{module}.lora_B.weight"] = a, b
+        state[f"{module}.alpha"] = torch.tensor(float(alpha))
+        to_load[module] = f"inner.{module}.weight"  # the holder's name for the part's module (_holder_class)
+    patches = comfy_lora.load_lora(state, to_load, log_missing=False)
+    patcher = part.patcher.clone()
+    added = patcher.add_patches(patches, strength)
+    if len(added) != len(weights):
+        raise RuntimeError(f"ComfyUI took {len(added)} of the LoRA's {len(weights)} layer patches")
+    patched = copy.copy(part)
+    patched.patcher = patcher
+    return patched
 
 
 _HOLDERS: dict = {}

@@ -33,6 +33,16 @@ class UniDiffModel:
         host.load_parts([self.parts[n] for n in names])
         return self.pipeline
 
+    def derived(self, name: str, pipeline=None, **parts) -> "UniDiffModel":
+        """A new model value that shares everything but `pipeline` and the given `parts` (UniDiff LoRA's clone)."""
+        import copy
+
+        clone = copy.copy(self)
+        clone.name = name
+        clone.pipeline = pipeline if pipeline is not None else self.pipeline
+        clone.parts = {**self.parts, **parts}
+        return clone
+
     def __repr__(self):  # ComfyUI prints inputs of a failed node with str()
         return f"UniDiffModel({self.name!r}, {self.dtype})"
 

@@ -82,6 +82,7 @@ def models_dir(tmp_path_factory):
     models/unidiff/MMGen (converted) with its VAE as models/vae/sd-vae-ft-mse."""
     # by its file name (tests/ is on sys.path): with COMFYUI_PATH on sys.path, ComfyUI's own tests/ package
     # shadows this folder as `tests`
+    from lora_common import TINY_LORA_NAME, write_tiny_lora
     from mmgen_common import VAE as MMGEN_VAE, write_released_pt
     from unidiff_core.mmgen.loading import convert
 
@@ -94,7 +95,9 @@ def models_dir(tmp_path_factory):
     (root / "vae" / "sd-vae-ft-mse").symlink_to(MMGEN_VAE)
     (root / "text_encoders").mkdir()
     (root / "text_encoders" / "tiny_t5").symlink_to(GOLDEN / "tiny-onediffusion" / "text_encoder")
-    with model_folders(unidiff=[root / "unidiff"], vae=[root / "vae"], text_encoders=[root / "text_encoders"]):
+    write_tiny_lora(root / "loras" / TINY_LORA_NAME)
+    with model_folders(unidiff=[root / "unidiff"], vae=[root / "vae"], text_encoders=[root / "text_encoders"],
+                       loras=[root / "loras"]):
         yield root
 
 
@@ -181,6 +184,7 @@ PUBLIC_API = {
     "UniDiffMMGenFrame": (["image:IMAGE", "modality:COMBO"], ["UNIDIFF_FRAMES"]),
     "UniDiffMMGenDecode": (["model:UNIDIFF_MODEL", "latents:UNIDIFF_LATENTS", "region:INT", "tolerance:FLOAT"],
                            ["IMAGE", "IMAGE", "MASK", "IMAGE", "IMAGE", "MASK"]),
+    "UniDiffLoRA": (["model:UNIDIFF_MODEL", "lora_name:COMBO", "strength:FLOAT"], ["UNIDIFF_MODEL"]),
 }
 
 
@@ -601,3 +605,68 @@ def test_loader_fp8_weight_format_runs(models_dir, model):
             loader_mod.load_model("tiny-onediffusion", dtype="fp32", weight_format="int4")
     finally:
         loader_mod.clear_cache()  # later tests reload the fp32 model
+
+
+# ------------------------------------------------------------------------------------ LoRA
+def test_lora_node_zero_is_the_model_exactly_one_is_the_merge_and_the_loaded_model_stays(models_dir, model):
+    from lora_common import TINY_LORA_NAME
+
+    lora_core = importlib.import_module(f"{PACK_NAME}.unidiff_core.onediffusion.lora")
+    assert TINY_LORA_NAME in M["UniDiffLoRA"].INPUT_TYPES()["required"]["lora_name"][0]
+    before = {k: v.clone() for k, v in model.pipeline.transformer.state_dict().items()}
+    spec = text("text2image", "a red cube")
+    plain = sample(model, spec, steps=3).result.latents
+    (zero,) = M["UniDiffLoRA"]().apply(model, TINY_LORA_NAME, 0.0)
+    (one,) = M["UniDiffLoRA"]().apply(model, TINY_LORA_NAME, 1.0)
+    assert zero is not model and one is not model and "tiny-onediffusion-lora@1" in repr(one)
+    assert torch.equal(sample(zero, spec, steps=3).result.latents, plain)
+    with_lora = sample(one, spec, steps=3).result.latents
+    assert not torch.allclose(with_lora, plain, atol=1e-3)
+    # by hand: the deltas added to a copy of the loaded weights, run in the same pipeline (inside ComfyUI the
+    # shared module holds the patched weights while the LoRA model is loaded: start from the saved ones)
+    import copy
+
+    lora = lora_core.read_lora(models_dir / "loras" / TINY_LORA_NAME)
+    by_hand = copy.deepcopy(model.pipeline.transformer)
+    by_hand.load_state_dict(before)
+    with torch.no_grad():
+        for key, delta in lora_core.deltas(lora, 1.0).items():
+            by_hand.get_parameter(key).add_(delta)
+    pipe = copy.copy(model.pipeline)
+    pipe.transformer = by_hand
+    request = sampler_mod.task_request(spec, None, 64, 64, 3, 4.0)
+    expected = pipe.generate(**request.generate_kwargs(), seed=0).latents
+    assert torch.equal(with_lora, expected)
+    # the loaded model runs as before, and its weights never changed
+    assert torch.equal(sample(model, spec, steps=3).result.latents, plain)
+    after = model.pipeline.transformer.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+    # chained: two LoRA nodes at 0.5 = one at 1 (up to rounding)
+    (half,) = M["UniDiffLoRA"]().apply(model, TINY_LORA_NAME, 0.5)
+    (twice,) = M["UniDiffLoRA"]().apply(half, TINY_LORA_NAME, 0.5)
+    assert torch.allclose(sample(twice, spec, steps=3).result.latents, with_lora, atol=1e-4)
+
+
+def test_lora_node_errors(models_dir, model):
+    from lora_common import save_lora
+
+    node = M["UniDiffLoRA"]
+    assert "strength" in str(node.VALIDATE_INPUTS(strength=float("nan")))
+    assert "maximum" in str(node.VALIDATE_INPUTS(strength=11.0))
+    assert node.VALIDATE_INPUTS(strength=-1.0) is True
+    other = models_dir / "loras" / "other-model.safetensors"
+    save_lora(other, {"layers.0.attention.wq": (torch.zeros(2, 5), torch.zeros(96, 2))}, 2, 2.0)
+    try:
+        with pytest.raises(ValueError, match="other-model.safetensors: key layers.0.attention.wq.lora_A.weight: "
+                                             "shape mismatch"):
+            node().apply(model, "other-model.safetensors", 1.0)
+    finally:
+        other.unlink()
+    with pytest.raises(FileNotFoundError, match="loras"):
+        node().apply(model, "missing.safetensors", 1.0)
+    (mmgen,) = M["UniDiffLoader"]().load("MMGen", "sd-vae-ft-mse", host.FROM_CHECKPOINT, "fp32")
+    try:
+        with pytest.raises(ValueError, match="MMGen"):
+            node().apply(mmgen, "tiny-onediffusion-lora.safetensors", 1.0)
+    finally:
+        loader_mod.clear_cache()

@@ -167,3 +167,24 @@ def test_vae_and_text_encoder_are_never_offloaded_in_part(model):
     assert patcher.partially_unload(patcher.offload_device, memory_to_free=1) == 0
     mm.unload_all_models()
     assert not {id(p.patcher) for p in model.parts.values()} & {id(m) for m in mm.loaded_models()}
+
+
+def test_lora_node_patches_a_clone_of_the_transformers_model_patcher(models_dir, model):
+    """ComfyUI's way: the LoRA model's transformer part has a cloned ModelPatcher carrying one weight patch per
+    adapted layer; the loaded model's patcher has none, and loading one or the other swaps the weights."""
+    from lora_common import TINY_LORA_NAME
+
+    (one,) = M["UniDiffLoRA"]().apply(model, TINY_LORA_NAME, 1.0)
+    base, patched = model.parts["transformer"].patcher, one.parts["transformer"].patcher
+    assert patched is not base and patched.is_clone(base) and not base.patches
+    assert len(patched.patches) == 18 and all(k.startswith("inner.layers.") for k in patched.patches)
+    assert one.pipeline is model.pipeline and one.parts["vae"] is model.parts["vae"]
+    def weight():  # ComfyUI may swap the Parameter object itself when it patches: read it afresh
+        return model.pipeline.transformer.layers[0].attention.wq.weight.detach().clone()
+
+    model.ready("transformer")
+    plain = weight()
+    one.ready("transformer")
+    assert not torch.equal(weight(), plain)  # ComfyUI patched the shared module for the LoRA model
+    model.ready("transformer")
+    assert torch.equal(weight(), plain)  # ... and restored it for the loaded one
