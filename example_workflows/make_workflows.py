@@ -18,6 +18,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 PACK = os.path.dirname(HERE)
 CHECKPOINT = "OneDiffusion"
+MINI_CHECKPOINT = "UniDiff-Mini"  # models/UniDiff-Mini, listed by the Loader where it ships
+MINI_LORA = "UniDiff-Mini-teal.safetensors"  # models/loras/ of the pack (python -m training.lora_demo --publish)
 MMGEN_CHECKPOINT = "MMGen"  # models/unidiff/MMGen: `python -m unidiff_core convert 0600000.pt ...` (or the .pt)
 PACK_ID, PACK_VERSION = "comfyui-unidiff", "0.1.0"
 
@@ -379,6 +381,15 @@ def custom_image_and_depth(g):
     g.save(g.add("UniDiffDecodeDepth", model=model, latents=latents)["depth_color"], "_depth")
 
 
+def text2image_lora(g):
+    """The same prompt with and without a LoRA: Mini never saw the colour word "teal"; its teal LoRA did."""
+    model = g.loader(MINI_CHECKPOINT)
+    tuned = g.add("UniDiffLoRA", model=model, lora_name=MINI_LORA, strength=1.0)["model"]
+    text = g.text("text2image", "a large teal circle in the centre on a white background")
+    for which, suffix in ((model, "_base"), (tuned, "_lora")):
+        decode_images(g, which, sampler(g, which, text, steps=20, guidance=2.5), suffix=suffix)
+
+
 def mmgen(task, image=None, modality=None, class_label="none", guidance=1.0):
     """MMGen: a class (category) or one given modality -> all four modalities, 256x256, the reference's
     sampler at 250 steps."""
@@ -421,6 +432,7 @@ WORKFLOWS = {
     "text2multiview": text2multiview,
     "camera_estimation": camera_estimation,
     "custom_image_and_depth": custom_image_and_depth,
+    "text2image_lora": text2image_lora,
     "mmgen_category": mmgen("category", class_label="golden retriever"),
     "mmgen_rgb2x": mmgen("rgb2x", "garden.png", "rgb"),
     "mmgen_depth2x": mmgen("depth2x", "garden_depth.png", "depth", guidance=1.8),

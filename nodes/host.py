@@ -30,7 +30,9 @@ PACK_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 # Model folders used when ComfyUI's folder_paths is absent (tests, scripts): folder name -> dirs.
 # UNIDIFF_MODELS_DIR=<root> adds <root>/unidiff, <root>/vae, <root>/text_encoders and <root>/loras.
-FALLBACK_FOLDERS: dict[str, list[str]] = {"unidiff": [PACK_MODELS], "vae": [], "text_encoders": [], "loras": []}
+PACK_LORAS = os.path.join(PACK_MODELS, "loras")
+FALLBACK_FOLDERS: dict[str, list[str]] = {"unidiff": [PACK_MODELS], "vae": [], "text_encoders": [],
+                                          "loras": [PACK_LORAS]}
 if os.environ.get("UNIDIFF_MODELS_DIR"):
     for _name in FALLBACK_FOLDERS:
         FALLBACK_FOLDERS[_name].append(os.path.join(os.environ["UNIDIFF_MODELS_DIR"], _name))
@@ -69,7 +71,8 @@ def available() -> bool:
 # ------------------------------------------------------------------------------------ model folders
 def register_model_folder() -> None:
     """models/unidiff/ as a ComfyUI model folder (extra_model_paths.yaml may add more paths), and the pack's
-    own models/ folder after it (so UniDiff-Mini is listed where it ships)."""
+    own models/ folder after it (so UniDiff-Mini is listed where it ships); the pack's models/loras/ after
+    ComfyUI's own LoRA folders."""
     fp = folder_paths()
     if fp is None:
         return
@@ -83,6 +86,9 @@ def register_model_folder() -> None:
             exts.update(WEIGHT_SUFFIXES)
     else:
         fp.folder_names_and_paths[MODEL_FOLDER] = ([path, PACK_MODELS], set(WEIGHT_SUFFIXES))
+    loras = fp.folder_names_and_paths.get("loras")
+    if loras is not None and PACK_LORAS not in loras[0]:  # the LoRAs that ship with the pack (Mini's teal)
+        loras[0].append(PACK_LORAS)
 
 
 def folder_dirs(folder: str) -> list[str]:
@@ -141,8 +147,9 @@ def walk(base: str, what: str):
         yield root, dirs, files
 
 
-def _scan(folder: str, want_dir, want_files: bool, suffixes=None) -> list[str]:
-    """Relative names ('/'-separated) of matching sub-folders (not descended into) and weight files."""
+def _scan(folder: str, want_dir, want_files: bool, suffixes=None, skip=()) -> list[str]:
+    """Relative names ('/'-separated) of matching sub-folders (not descended into) and weight files; folders
+    in `skip` (full paths) are not looked into."""
     names = set()
     for base in folder_dirs(folder):
         if not os.path.isdir(base):
@@ -155,7 +162,7 @@ def _scan(folder: str, want_dir, want_files: bool, suffixes=None) -> list[str]:
                 rel = d if rel_root == "." else f"{rel_root}/{d}".replace(os.sep, "/")
                 if want_dir(full):
                     names.add(rel)
-                elif not d.startswith("."):
+                elif not d.startswith(".") and full not in skip:
                     keep.append(d)
             dirs[:] = keep
             if want_files:
@@ -177,7 +184,7 @@ def list_checkpoints() -> list[str]:
     """models/unidiff/: diffusers-layout folders (with transformer/) and single transformer files; MMGen's
     released .pt files and converted folders."""
     return _scan(MODEL_FOLDER, lambda p: is_diffusers_checkpoint(p) or is_mmgen_checkpoint(p), want_files=True,
-                 suffixes=TRAINING_SUFFIXES)
+                 suffixes=TRAINING_SUFFIXES, skip={PACK_LORAS})  # the pack's LoRAs are not checkpoints
 
 
 def list_vaes() -> list[str]:

@@ -35,6 +35,7 @@ WORKFLOWS = ROOT / "example_workflows" / "api"
 TINY = HERE / "fixtures" / "golden" / "tiny-onediffusion"
 TINY_NAME = "tiny-onediffusion"
 MMGEN_TINY_NAME = "tiny-mmgen.safetensors"  # as tests/realhost/comfy_server.py installs it
+TINY_LORA_NAME = "tiny-onediffusion-lora.safetensors"  # likewise, in models/loras/
 OUTPUT_CLASSES = {"SaveImage", "PreviewImage", "PreviewAny"}
 
 # Bad checkpoints next to the tiny one in models/unidiff/ (what make_checkpoints builds).
@@ -70,6 +71,8 @@ def tiny(prompt: dict, steps: int = 2, size: int = 64, ckpt: str = TINY_NAME) ->
             inputs["ckpt_name"] = MMGEN_TINY_NAME if mmgen else ckpt
         elif node["class_type"] == "UniDiffSampler":
             inputs.update(steps=steps, **({} if mmgen else dict(width=size, height=size)))
+        elif node["class_type"] == "UniDiffLoRA":
+            inputs["lora_name"] = TINY_LORA_NAME
     return prompt
 
 

@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY_TRANSFORMER = ROOT / "tests" / "fixtures" / "golden" / "tiny-onediffusion" / "transformer" / \
     "diffusion_pytorch_model.safetensors"
 TINY_LORA_NAME = "tiny-onediffusion-lora.safetensors"
+# The same LoRA committed for the real-host server's models/loras/ (tests/test_lora.py checks it is this one).
+TINY_LORA_FIXTURE = ROOT / "tests" / "fixtures" / "lora" / TINY_LORA_NAME
 
 
 def tiny_lora_weights(rank: int = 2, seed: int = 0, std: float = 0.2) -> dict:

@@ -93,6 +93,15 @@ def test_bad_lora_files_name_the_file_the_key_and_the_fix(lora_file, transformer
         assert word in message, (case, message)
 
 
+def test_the_committed_real_host_lora_is_the_one_the_tests_write(tmp_path):
+    from lora_common import TINY_LORA_FIXTURE
+
+    fresh = read_lora(write_tiny_lora(tmp_path / "fresh.safetensors"))
+    committed = read_lora(TINY_LORA_FIXTURE)
+    assert committed.metadata == fresh.metadata and set(committed.weights) == set(fresh.weights)
+    assert all(torch.equal(committed.weights[m][i], fresh.weights[m][i]) for m in fresh.weights for i in (0, 1))
+
+
 def test_a_pickle_or_a_missing_file_is_refused(tmp_path, transformer):
     with pytest.raises(CheckpointError, match="not found"):
         read_lora(tmp_path / "nothing.safetensors")

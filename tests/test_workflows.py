@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WF = ROOT / "example_workflows"
 sys.path.insert(0, str(WF))
 import make_workflows  # noqa: E402
+from lora_common import TINY_LORA_NAME  # noqa: E402
 
 pack = load_pack()
 M = pack.NODE_CLASS_MAPPINGS
@@ -34,7 +35,7 @@ OUTPUT_NODES = {"SaveImage", "PreviewImage", "PreviewAny"}
 SEED_CONTROL = {"fixed", "increment", "decrement", "randomize"}
 # Combos whose options depend on the user's model folders: any name is fine in a file.
 INSTALL_DEPENDENT = {("UniDiffLoader", "ckpt_name"), ("UniDiffLoader", "vae_name"),
-                     ("UniDiffLoader", "text_encoder_name")}
+                     ("UniDiffLoader", "text_encoder_name"), ("UniDiffLoRA", "lora_name")}
 
 
 def read(path: Path) -> dict:
@@ -211,6 +212,8 @@ def tiny(prompt: dict) -> dict:
             node["inputs"]["ckpt_name"] = "tiny-onediffusion"
         elif node["class_type"] == "UniDiffSampler":
             node["inputs"].update(steps=2, **({} if mmgen else dict(width=64, height=64)))
+        elif node["class_type"] == "UniDiffLoRA":
+            node["inputs"]["lora_name"] = TINY_LORA_NAME  # the LoRA of tiny-onediffusion (see test_nodes.models_dir)
     return prompt
 
 

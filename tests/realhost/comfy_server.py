@@ -5,7 +5,8 @@
 * else COMFYUI_PATH=<ComfyUI folder> : start `main.py --cpu` from it on a free port, with
   `--base-directory` set to a fresh temporary folder that holds custom_nodes/ComfyUI-UniDiff (a
   symlink to this checkout), models/unidiff/tiny-onediffusion (a symlink to the fixture) and the tiny
-  MMGen (models/unidiff/tiny-mmgen.safetensors, models/vae/sd-vae-ft-mse), so the
+  MMGen (models/unidiff/tiny-mmgen.safetensors, models/vae/sd-vae-ft-mse) and a LoRA of the tiny checkpoint
+  (models/loras/tiny-onediffusion-lora.safetensors), so the
   ComfyUI installation itself is not touched. COMFYUI_PYTHON picks the interpreter (default: the
   one running pytest; it needs ComfyUI's requirements and this pack's). The server is stopped (by
   its pid) at the end of the session; its log is printed when it fails to start.
@@ -31,6 +32,8 @@ PACK_NAME = "ComfyUI-UniDiff"
 TINY_NAME = "tiny-onediffusion"
 MMGEN_TINY = os.path.join(ROOT, "tests", "fixtures", "mmgen", "tiny-mmgen")
 MMGEN_TINY_NAME = "tiny-mmgen.safetensors"  # the tiny MMGen's EMA weights (config in the file's metadata)
+TINY_LORA_NAME = "tiny-onediffusion-lora.safetensors"  # tests/lora_common.py writes it
+TINY_LORA = os.path.join(ROOT, "tests", "fixtures", "lora", TINY_LORA_NAME)
 
 
 def http(url: str, data=None, timeout: float = 30.0):
@@ -108,6 +111,8 @@ def start(comfy_path: str, python: str | None = None, timeout: float = 240.0, ex
     os.symlink(os.path.join(MMGEN_TINY, "0600000.ema.safetensors"), os.path.join(base, "models", "unidiff", MMGEN_TINY_NAME))
     os.makedirs(os.path.join(base, "models", "vae"))
     os.symlink(os.path.join(MMGEN_TINY, "vae"), os.path.join(base, "models", "vae", "sd-vae-ft-mse"))
+    os.makedirs(os.path.join(base, "models", "loras"))
+    os.symlink(TINY_LORA, os.path.join(base, "models", "loras", TINY_LORA_NAME))
     port = _free_port()
     log_path = os.path.join(base, "comfyui.log")
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", DO_NOT_TRACK="1", PYTHONUNBUFFERED="1",
