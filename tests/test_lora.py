@@ -304,3 +304,35 @@ def test_trainer_fine_tunes_a_lora_on_a_folder(tmp_path):
         main(["--recipe", str(RECIPE), "--init", str(TINY), "--out", str(tmp_path / "r2"), "--data",
               str(tmp_path / "nothing"), "--task", "text2image", "--lora-rank", "2"])
     assert json.loads(json.dumps(lora.metadata))  # text only
+
+
+# ------------------------------------------------------------------------------------ memory of a 2.8B LoRA run
+def test_lora_memory_counts_the_real_model_on_the_meta_device_and_peft_agrees():
+    from training.lora_memory import parameter_counts
+    from training.peft_lora import add_lora
+    from unidiff_core.onediffusion.config import REAL_CONFIG, NextDiTConfig
+    from unidiff_core.onediffusion.loading import build_on_meta
+    from unidiff_core.onediffusion.model import NextDiT
+
+    counts = parameter_counts(16)
+    meta = build_on_meta(NextDiTConfig(**REAL_CONFIG))
+    assert counts["transformer"] == sum(p.numel() for p in meta.parameters())
+    assert 2.7e9 < counts["transformer"] < 2.9e9  # "2.8B" (the paper's figure)
+    assert counts["target_layers"] == 16 * len(TARGET_MODULES)
+    # the LoRA count is what peft really trains (on the tiny config, where a model can be built)
+    tiny = NextDiTConfig.from_json(TINY / "transformer" / "config.json")
+    model = NextDiT(tiny)
+    add_lora(model, 3, 3.0)
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == parameter_counts(3, tiny)["lora"]
+
+
+def test_lora_memory_activation_fit_predicts_a_fourth_measurement():
+    from training.lora_memory import activation_bytes, measure_block
+    from unidiff_core.onediffusion.config import NextDiTConfig
+
+    tiny = NextDiTConfig.from_json(TINY / "transformer" / "config.json")
+    fit = measure_block(2, 16, tiny, tokens=(8, 16, 32))
+    check = measure_block(2, 16, tiny, tokens=(24, 40, 48))
+    for n, measured in zip(check["tokens"], check["saved_bytes"]):
+        assert abs(activation_bytes(fit, n) - measured) < 1.0, (n, measured)
+    assert fit["per_token_pair"] > 0 and fit["per_token"] > 0  # the N x N attention terms and the rest
