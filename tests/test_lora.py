@@ -336,3 +336,23 @@ def test_lora_memory_activation_fit_predicts_a_fourth_measurement():
     for n, measured in zip(check["tokens"], check["saved_bytes"]):
         assert abs(activation_bytes(fit, n) - measured) < 1.0, (n, measured)
     assert fit["per_token_pair"] > 0 and fit["per_token"] > 0  # the N x N attention terms and the rest
+
+
+# ------------------------------------------------------------------------------------ the Mini demo's data and metric
+def test_lora_demo_folder_and_metric(tmp_path):
+    from training.data.folder import FolderData
+    from training.data.scenes import COLORS
+    from training.lora_demo import COLORS_WITH_WORD, WORD, word_sample, word_scenes, write_folder
+    from training.metrics import attribute_scores
+
+    assert WORD not in COLORS  # a word the generator (and so Mini) never used
+    data = FolderData(write_folder(tmp_path / "teal", 5, 64), "text2image", 64)
+    assert len(data) == 5 and all(WORD in caption for _, _, caption in data.items)
+    for _, scene in word_scenes(10, 4):
+        sample = word_sample(scene, 64)
+        assert WORD in sample.prompt and sample.prompt.startswith("[[text2image]]")
+        truth = sample.truth
+        # the ground truth scores 1 with the word's colour known to the detector, 0 for a flat background
+        assert attribute_scores(sample.targets[0], scene, truth["rendered"], COLORS_WITH_WORD, WORD)["attr_acc"] == 1.0
+        flat = np.broadcast_to(sample.targets[0][:1, :1], sample.targets[0].shape)
+        assert attribute_scores(flat, scene, truth["rendered"], COLORS_WITH_WORD, WORD)["attr_acc"] == 0.0

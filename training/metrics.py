@@ -41,12 +41,12 @@ def foreground(image: np.ndarray, threshold: float = 0.25) -> np.ndarray:
     return np.linalg.norm(image - background, axis=-1) > threshold
 
 
-def detect_objects(image: np.ndarray, min_fraction: float = 0.004) -> list[dict]:
+def detect_objects(image: np.ndarray, min_fraction: float = 0.004, colors: dict = COLORS) -> list[dict]:
     """Coloured blobs: foreground pixels labelled with the nearest object colour, one entry per component."""
     image = np.asarray(image, np.float32)
     h, w = image.shape[:2]
-    names = list(COLORS)
-    table = np.array([COLORS[n] for n in names], np.float32) / 255.0
+    names = list(colors)
+    table = np.array([colors[n] for n in names], np.float32) / 255.0
     distance = np.linalg.norm(image[:, :, None] - table[None, None], axis=-1)
     nearest, close = distance.argmin(-1), distance.min(-1) < 0.3
     fg = foreground(image)
@@ -70,13 +70,15 @@ def _visible_objects(scene, rendered):
     return out
 
 
-def attribute_scores(image, scene, rendered) -> dict:
+def attribute_scores(image, scene, rendered, colors: dict = COLORS, only: str | None = None) -> dict:
     """attr_acc: share of visible objects found with their colour near their place (0.15 of the canvas);
-    count_acc: 1 when as many blobs as visible objects were found."""
-    truth, found = _visible_objects(scene, rendered), detect_objects(image)
+    count_acc: 1 when as many blobs as visible objects were found. colors: the detector's colour table;
+    only: score only the objects of this colour (attr_acc; count_acc still counts every object)."""
+    truth, found = _visible_objects(scene, rendered), detect_objects(image, colors=colors)
+    scored = [t for t in truth if only is None or t[0] == only]
     hits = sum(any(f["color"] == c and np.hypot(f["cx"] - x, f["cy"] - y) < 0.15 for f in found)
-               for c, x, y in truth)
-    return {"attr_acc": hits / max(1, len(truth)), "count_acc": float(len(found) == len(truth))}
+               for c, x, y in scored)
+    return {"attr_acc": hits / max(1, len(scored)), "count_acc": float(len(found) == len(truth))}
 
 
 def edge_f1(pred, truth, threshold: float = 0.5, tolerance: int = 1) -> float:

@@ -152,13 +152,14 @@ def draw_order(scene: Scene) -> list[int]:
     return sorted(range(len(scene.shapes)), key=lambda i: -scene.shapes[i].depth)
 
 
-def render(scene: Scene, size: int = 64) -> Rendered:
+def render(scene: Scene, size: int = 64, colors: dict = COLORS) -> Rendered:
+    """colors: the RGB of each colour name (a demo that teaches a new colour word passes a larger table)."""
     big = size * SUPERSAMPLE
     image = background_image(scene, big)
     ids = np.full((big, big), -1, dtype=np.int32)
     for i in draw_order(scene):
         shape = scene.shapes[i]
-        draw_shape(image, shape, tuple(float(c) for c in COLORS[shape.color]))
+        draw_shape(image, shape, tuple(float(c) for c in colors[shape.color]))
         draw_shape(ids, shape, int(i))
     image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA) / 255.0
     ids = ids[SUPERSAMPLE // 2::SUPERSAMPLE, SUPERSAMPLE // 2::SUPERSAMPLE]  # pixel centres
