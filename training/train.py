@@ -175,7 +175,8 @@ def prepare_parts(recipe: dict, run: Path, accelerator) -> tuple[Path, Path]:
         tasks = list(recipe["tasks"])
         # Seeds from the top of the training range, away from the trainer's own draws.
         top = TRAIN_SEEDS.stop
-        codec = parts.fit_codec(tasks, range(top - recipe["codec_samples"], top), recipe["size"])
+        codec = parts.fit_codec(tasks, range(top - recipe["codec_samples"], top), recipe["size"],
+                                per_channel=recipe.get("codec_per_channel", False))
         codec.save_pretrained(vae_dir)
         parts.train_tokenizer(tasks, range(top - 10 * recipe["tokenizer_prompts"], top, 10), tok_dir, recipe["size"])
     accelerator.wait_for_everyone()
