@@ -1,6 +1,7 @@
 """The multi-task trainer: one script for one CPU process or many GPUs (Hugging Face accelerate).
 
-    python -m training.train --recipe training/recipes/mini.json --out runs/mini          # CPU, 1 thread
+    python -m training.train --recipe training/recipes/mini.json --out runs/mini          # CPU, 1 process
+    torchrun --nproc_per_node 2 -m training.train --recipe ... --out runs/mini  # CPU, 2 single-thread processes
     accelerate launch -m training.train --recipe training/recipes/mini.json --out runs/mini   # GPUs / nodes
     python -m training.train ... --resume                        # go on from runs/mini/state
     ... --resume --window-minutes 10                             # train in windows (e.g. a lent GPU)
@@ -44,7 +45,7 @@ from unidiff_core.onediffusion.schedule import DEFAULT_SCHEDULER_CONFIG, make_sc
 from . import parts
 from .data import TRAIN_SEEDS, make_sample
 from .data.folder import FolderData
-from .data.samples import MULTIVIEW_TASKS, as_tensor
+from .data.samples import VARIABLE_COUNTS, as_tensor
 from .data.scenes import rng_for
 from .export import export_checkpoint
 
@@ -62,13 +63,15 @@ def load_recipe(path, **overrides) -> dict:
 
 
 def pick_task(recipe: dict, step: int, micro: int) -> tuple[str, int | None]:
-    """The task of a micro-batch (weighted, deterministic in step) and its view count."""
+    """The task of a micro-batch (weighted, deterministic in step) and its view (or reference) count."""
     rng = rng_for(recipe["seed"] * 1_000_003 + step * 64 + micro, "task")
     names = list(recipe["tasks"])
     weights = np.array([recipe["tasks"][n] for n in names], dtype=float)
     task = names[int(rng.choice(len(names), p=weights / weights.sum()))]
-    views = int(rng.integers(2, 5)) if task in MULTIVIEW_TASKS else None
-    return task, views
+    if task not in VARIABLE_COUNTS:
+        return task, None
+    lo, hi = VARIABLE_COUNTS[task]
+    return task, int(rng.integers(lo, hi + 1))
 
 
 def sample_seed(recipe: dict, step: int, micro: int, index: int, process: int, processes: int) -> int:
@@ -185,7 +188,8 @@ def prepare_parts(recipe: dict, run: Path, accelerator) -> tuple[Path, Path]:
         tasks = list(recipe["tasks"])
         # Seeds from the top of the training range, away from the trainer's own draws.
         top = TRAIN_SEEDS.stop
-        codec = parts.fit_codec(tasks, range(top - recipe["codec_samples"], top), recipe["size"])
+        codec = parts.fit_codec(tasks, range(top - recipe["codec_samples"], top), recipe["size"],
+                                per_channel=recipe.get("codec_per_channel", False))
         codec.save_pretrained(vae_dir)
         parts.train_tokenizer(tasks, range(top - 10 * recipe["tokenizer_prompts"], top, 10), tok_dir, recipe["size"])
     accelerator.wait_for_everyone()
@@ -493,7 +497,8 @@ def main(argv=None):
             p.error(str(e))
     summary = train(recipe, Path(a.out), resume=a.resume, progress=not a.no_progress, window_minutes=a.window_minutes,
                     init=a.init, lora=lora, data=data, gradient_checkpointing=a.gradient_checkpointing)
-    print(json.dumps(summary, indent=2))
+    if int(os.environ.get("RANK", "0")) == 0:  # one summary, not one per process
+        print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
