@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -114,7 +115,7 @@ def measure(pipe, word_samples, plain_samples, steps):
 
 def run(checkpoint: str, out: Path, steps: int | None = None, samples: int = 24, train_images: int = 400,
         eval_steps: int = 20, rank: int = 8, docs: Path | None = None, publish: Path | None = None,
-        threads: int = 1, log=print) -> dict:
+        threads: int = 1, command: str = "", log=print) -> dict:
     from unidiff_core.onediffusion.pipeline import UniDiffPipeline
 
     from .train import load_recipe, train
@@ -148,13 +149,13 @@ def run(checkpoint: str, out: Path, steps: int | None = None, samples: int = 24,
         f"  ({time.time() - t0:.0f} s)")
 
     report = {"checkpoint": ckpt.name, "word": WORD, "rgb": list(RGB), "lora": LORA_NAME + ".safetensors",
-              "rank": rank, "train_images": len(data), "train": summary, "eval_steps": eval_steps,
+              "rank": rank, "train_images": len(data), "eval_steps": eval_steps,
+              "train": dict(summary, init=ckpt.name),  # the folder's name: no path of this machine in the record
               "guidance": TEXT_TASKS["text2image"], "heldout_samples": samples,
               "heldout_seeds": [held[0][0], held[-1][0]], "metric": f"{WORD}_acc: share of {WORD} objects found as "
               f"{WORD} blobs at their place (attribute detector, {WORD} added to its colour table); "
               "text2image_attr_acc: the evaluation's attribute accuracy on ordinary held-out scenes",
-              "before": before, "after": after,
-              "command": f"python -m training.lora_demo --checkpoint {checkpoint} --out {out.name} --publish"}
+              "before": before, "after": after, "command": command}
     if docs is not None:
         docs.mkdir(parents=True, exist_ok=True)
         (docs / "lora_demo.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -181,8 +182,10 @@ def main(argv=None):
                    help="copy the LoRA into this folder (default models/loras, where the pack lists it)")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
+    given = sys.argv[1:] if argv is None else list(argv)  # recorded with folder names only, no machine paths
+    command = " ".join(["python -m training.lora_demo"] + [Path(g).name if "/" in g else g for g in given])
     report = run(a.checkpoint, Path(a.out), a.steps, a.samples, a.train_images, rank=a.rank, docs=Path(a.docs),
-                 publish=Path(a.publish) if a.publish else None, threads=a.threads)
+                 publish=Path(a.publish) if a.publish else None, threads=a.threads, command=command)
     print(json.dumps({when: {k: v for k, v in report[when].items() if k != "per_sample"}
                       for when in ("before", "after")}, indent=2))
 
