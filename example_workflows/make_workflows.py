@@ -518,10 +518,9 @@ def build(name: str, pack=None) -> Graph:
         return g
     import mini_samples as ms
 
-    task = ms.TWINS[name][1]
     builder, kwargs = mini_twin(name)
     g = Graph(name, pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS, checkpoint=ms.CHECKPOINT,
-              run=dict(steps=ms.STEPS, guidance=ms.guidance(task), width=0, height=0),
+              run=dict(steps=ms.STEPS, guidance=ms.guidance(name), width=0, height=0),
               text=dict(negative_prompt="", use_task_negative=False), raw_frames=True)
     builder(g, **kwargs)
     return g

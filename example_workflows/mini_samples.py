@@ -24,6 +24,8 @@ if PACK not in sys.path:  # training/ and unidiff_core/ are top-level packages o
 
 from training.data import make_sample  # noqa: E402
 from training.evaluate import TEXT_TASKS, seeds_for  # noqa: E402
+from unidiff_core.onediffusion.requests import TaskInputs  # noqa: E402
+from unidiff_core.onediffusion.tasks import build_request  # noqa: E402
 
 CHECKPOINT = "UniDiff-Mini"
 STEPS = 20  # the evaluator's
@@ -43,15 +45,28 @@ TWINS["mini_faceid"] = ("faceid", "subject_driven")
 TWINS["mini_custom_depth_and_semantic"] = ("custom_image_and_depth", "freeform_depth_semantic")
 
 
-def guidance(task: str) -> float:
-    return TEXT_TASKS.get(task, 1.0)
+def run_task(twin: str) -> str:
+    """The task a twin runs: its data task's, or faceid for the faceid twin."""
+    original, task = TWINS[twin]
+    return "faceid" if original == "faceid" else task
+
+
+def guidance(twin: str) -> float:
+    """The evaluator's rule: guidance where text is the main input (TEXT_TASKS), none elsewhere."""
+    return TEXT_TASKS.get(run_task(twin), 1.0)
 
 
 def sample(twin: str):
-    """The held-out TrainSample a twin shows (the evaluator's sample 0 of its data task)."""
-    task = TWINS[twin][1]
+    """The held-out TrainSample a twin shows (the evaluator's sample 0 of its data task; for faceid the
+    subject_driven scene asked as faceid: its reference and captions, no metric)."""
+    original, task = TWINS[twin]
     views = MULTIVIEW_VIEWS if task in ("image2multiview", "text2multiview") else None
-    return make_sample(task, seeds_for(task, 1)[0], 64, views=views)
+    s = make_sample(task, seeds_for(task, 1)[0], 64, views=views)
+    if original == "faceid":
+        inputs = TaskInputs(height=64, width=64, caption=caption(s),
+                            references=[(s.request.frames[1].image, reference_caption(s))])
+        s = replace(s, task="faceid", request=build_request("faceid", inputs))
+    return s
 
 
 def to_uint8(image) -> np.ndarray:
@@ -74,7 +89,7 @@ def given_images(twin: str) -> dict[str, np.ndarray]:
     if task == "inpainting":  # the photo with a transparent hole (Load Image's MASK = 1 - alpha)
         alpha = np.where(s.truth["mask"] > 0.5, 0, 255).astype(np.uint8)
         return {f"{name}.png": np.dstack([to_uint8(s.targets[0]), alpha])}
-    if task == "subject_driven":
+    if task in ("subject_driven", "faceid"):
         return {f"{name}_reference.png": to_uint8(req.frames[1].image)}
     if task == "camera_estimation":
         return {f"{name}_view0.png": to_uint8(given[0]), f"{name}_view1.png": to_uint8(given[2])}
