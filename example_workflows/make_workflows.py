@@ -6,6 +6,8 @@ browser) and the same graph in API format (api/, for POST /prompt).
 Widget order and defaults come from the pack's own INPUT_TYPES, so the files follow the nodes.
 Every workflow loads the model named CHECKPOINT from models/unidiff/ and its inputs with
 UniDiff Example Image (files in inputs/), so it runs as-is on a fresh ComfyUI with the pack installed.
+Each OneDiffusion workflow also has a UniDiff-Mini twin, mini_<name>: the same builder on a held-out
+scene of the training data (mini_samples.py), with the evaluator's settings.
 """
 
 from __future__ import annotations
@@ -103,7 +105,8 @@ class Graph:
                  raw_frames: bool = False):
         self.name, self.mappings, self.nodes = name, mappings, []
         self.display_names = {**CORE_TITLES, **(display_names or {})}
-        self.checkpoint, self.run, self.text_kw, self.raw_frames = checkpoint, dict(run or {}), dict(text or {}), raw_frames
+        self.checkpoint, self.raw_frames = checkpoint, raw_frames
+        self.run, self.text_kw = dict(run or {}), dict(text or {})
 
     def add(self, class_type: str, **values) -> Node:
         node = Node(self, len(self.nodes) + 1, class_type, values)
@@ -471,9 +474,9 @@ WORKFLOWS = {
 # ------------------------------------------------------------------------------------ UniDiff-Mini twins
 def mini_twin(twin: str):
     """(builder, its arguments) of a Mini twin: the OneDiffusion workflow's builder on a held-out scene."""
-    import mini_samples as ms
+    import mini_samples as ms  # lazily, here and below: it imports training/ (the other workflows need none of it)
 
-    original, task = ms.TWINS[twin]
+    original = ms.TWINS[twin][0]
     s, files = ms.sample(twin), [ms.input_name(f) for f in ms.given_images(twin)]
     req, text, labels = s.request, ms.caption(s), ms.labels_text(s.request.labels)
     if original == "text2image":
@@ -485,8 +488,8 @@ def mini_twin(twin: str):
     if original == "image_editing":
         return image_editing, dict(image=files[0], instruction=text)
     if original == "subject_driven":
-        return subject_driven, dict(image=files[0], subject=s.truth["subject"].name, reference_caption=ms.reference_caption(s),
-                                    caption=text)
+        return subject_driven, dict(image=files[0], subject=s.truth["subject"].name,
+                                    reference_caption=ms.reference_caption(s), caption=text)
     if original == "faceid":
         return faceid, dict(references=((files[0], ms.reference_caption(s)),), caption=text)
     if original == "boundingbox2image":

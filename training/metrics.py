@@ -147,7 +147,8 @@ def camera_scores(rays_view0, rays_pred, request, truth) -> dict:
 def camera_errors(cameras, truth) -> dict:
     """Angle errors of view 1's decoded camera ({"azimuth", "elevation"} in degrees, as Decode Cameras writes)."""
     az = (cameras[1]["azimuth"] - truth["azimuths"][1] + 180) % 360 - 180
-    return {"azimuth_err": float(abs(az)), "elevation_err": float(abs(cameras[1]["elevation"] - truth["elevations"][1]))}
+    elevation = cameras[1]["elevation"] - truth["elevations"][1]
+    return {"azimuth_err": float(abs(az)), "elevation_err": float(abs(elevation))}
 
 
 # ------------------------------------------------------------------------------ per task

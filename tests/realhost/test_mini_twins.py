@@ -62,7 +62,8 @@ def picture_mismatches(host: np.ndarray, frame) -> int:
     x = 255.0 * np.asarray(frame, np.float64)[where]
     far = np.abs(x - np.round(x)) >= 1e-3
     assert np.abs(off).max(initial=0) <= 1 and not far.any(), \
-        f"{int(where.sum())} pixels differ, {int(far.sum())} of them not at a level boundary (max {np.abs(off).max()} levels)"
+        f"{int(where.sum())} pixels differ, {int(far.sum())} of them not at a level boundary " \
+        f"(max {np.abs(off).max()} levels)"
     return int(where.sum())
 
 
