@@ -47,3 +47,31 @@ def test_tiled_decode_equals_whole_decode(tmp_path):
     whole = pipe.decode(latents)
     tiled = pipe.decode(latents, tile_size=32)
     assert all(torch.equal(a, b) for a, b in zip(whole, tiled))
+
+
+def test_per_channel_scale_round_trips_and_gives_unit_channels():
+    from training.data.samples import as_tensor
+    from training.parts import corpus, fit_codec
+
+    codec = fit_codec(["text2image", "image2depth"], range(40), size=32, per_channel=True)
+    z = torch.randn(2, 16, 3, 3)
+    assert torch.allclose(codec.encode(codec.decode_pixels(z)), z, atol=1e-4)
+    assert float(codec.channel_std.max() / codec.channel_std.min()) > 5  # the components really differ in scale
+    frames = torch.stack([as_tensor(v) for s in corpus(["text2image", "image2depth"], range(40), 32)
+                          for v in s.frame_values()])  # the frames it was fitted on
+    per_channel = codec.encode(frames * 2 - 1).transpose(0, 1).reshape(16, -1).std(1)
+    assert torch.allclose(per_channel, torch.ones(16), atol=1e-3)
+
+
+def test_codec_without_channel_std_loads_as_before(tmp_path):
+    from safetensors.torch import save_file
+
+    from unidiff_core.onediffusion.pixel_codec import load_codec
+
+    codec = _codec()
+    codec.save_pretrained(tmp_path / "vae")
+    save_file({"basis": codec.basis, "mean": codec.mean}, str(tmp_path / "vae" / "diffusion_pytorch_model.safetensors"))
+    loaded = load_codec(tmp_path / "vae")
+    assert torch.equal(loaded.channel_std, torch.ones(16))
+    z = torch.randn(1, 16, 2, 2)
+    assert torch.allclose(loaded.decode_pixels(z), codec.decode_pixels(z))

@@ -35,7 +35,8 @@ def test_same_seed_same_sample_other_seed_other_sample(task):
 @pytest.mark.parametrize("task", [t for t in TASK_BUILDERS if t in TASKS])
 def test_prompt_and_layout_come_from_the_task_table(task):
     spec = TASKS[task]
-    sample = make_sample(task, SEED, SIZE, views=4 if spec.multiview and task != "camera_estimation" else None)
+    sample = make_sample(task, SEED, SIZE, views=4 if spec.multiview and task != "camera_estimation" else
+                         1 if task == "faceid" else None)
     assert sample.prompt.startswith(spec.token)
     assert sample.request.denoise_mask == spec.denoise_mask
     # every generated frame has a target, no given frame has one
@@ -105,6 +106,34 @@ def test_editing_pairs_change_only_the_edited_region():
         assert region.any()
         assert np.abs(before - after)[~region].max() < 0.02
     assert kinds == {"recolour", "remove", "move", "add"}
+
+
+def test_faceid_references_show_one_identity_in_other_contexts():
+    from training.data.faces import pose_caption, render_portrait
+    from unidiff_core.onediffusion.requests import TaskInputs
+    from unidiff_core.onediffusion.tasks import build_request
+
+    counts = set()
+    for seed in range(SEED, SEED + 12):
+        s = make_sample("faceid", seed, SIZE)
+        refs = s.frame_values()[1:]
+        counts.add(len(refs))
+        # the layout inference builds for these references: one generated frame, one given frame per reference
+        inference = build_request("faceid", TaskInputs(height=SIZE, width=SIZE, caption=pose_caption(s.truth["pose"]),
+                                                       references=[(r, pose_caption(p)) for r, p in
+                                                                   zip(refs, s.truth["poses"][1:])]))
+        assert s.request.denoise_mask == inference.denoise_mask == [1] + [0] * len(refs)
+        assert s.prompt == inference.prompt
+        for ref, pose in zip(refs, s.truth["poses"][1:]):
+            assert np.array_equal(ref, render_portrait(s.truth["identity"], pose, SIZE))
+            assert np.abs(ref - s.targets[0]).mean() > 0.01  # another context, not a copy
+        # the captions name the context only: outside the background names no attribute value appears
+        words = s.prompt
+        for pose in s.truth["poses"]:
+            words = words.replace(f"on a {pose.background} background", "")
+        assert not any(v in words for v in s.truth["identity"].values()), s.prompt
+    assert counts == {1, 2, 3}
+    assert len(make_sample("faceid", SEED, SIZE, views=2).frame_values()) == 3
 
 
 def test_unknown_task_is_an_error_naming_it():

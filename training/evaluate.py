@@ -5,8 +5,9 @@
 
 For every task the model runs through the pack's pipeline and decoders on `--samples` held-out seeds
 (never drawn in training). Each metric (training/metrics.py) is also computed for
-* a trivial baseline that ignores what the task is about (the ground truth of another scene, the
-  input itself, the mean pose, a flat floor depth, the whole canvas as the box, ...), and
+* a trivial baseline that ignores what the task is about (the ground truth of another scene, another
+  identity in the caption's context, the input itself, the mean pose, a flat floor depth, the whole
+  canvas as the box, ...), and
 * the codec ceiling: the ground truth passed through the checkpoint's pixel codec (the best the
   model could score).
 Writes metrics.json, metrics.md (the table) and one picture grid per task (given | model | truth).
@@ -28,6 +29,7 @@ from unidiff_core.onediffusion import outputs
 
 from .data import maps
 from .data import HELDOUT_SEEDS, TASK_BUILDERS, make_sample
+from .data.faces import render_portrait
 from .data.figure import Figure, pose_map, sample_figure
 from .data.samples import as_tensor
 from .metrics import HIGHER, foreground, score
@@ -36,9 +38,10 @@ ROOT = Path(__file__).resolve().parent.parent
 NAMED = {"mini": ROOT / "models" / "UniDiff-Mini"}
 # Guidance fixed before any evaluation: classifier-free guidance where text is the main input, none
 # where the output is read off an image. The negative prompt is "", the prompt Mini saw when dropped.
-TEXT_TASKS = {"text2image": 2.5, "subject_driven": 2.5, "text2multiview": 2.5}
+TEXT_TASKS = {"text2image": 2.5, "subject_driven": 2.5, "faceid": 2.5, "text2multiview": 2.5}
 BASELINES = {
-    "text2image": "another scene", "subject_driven": "another scene", "inpainting": "mean colour fill",
+    "text2image": "another scene", "subject_driven": "another scene",
+    "faceid": "another identity in the caption's context", "inpainting": "mean colour fill",
     "deblurring": "the blurred input", "image_editing": "the input unchanged", "image2depth": "flat floor depth",
     "image2canny": "another scene's edges", "image2hed": "another scene's edges", "image2pose": "the mean pose",
     "image2semanticmap": "all foreground = first label", "image2boundingbox": "whole canvas = first label",
@@ -88,6 +91,8 @@ def baseline_frames(sample, other, size) -> dict:
     if task in ("text2image", "subject_driven", "text2multiview", "image2canny", "image2hed") or \
             (task.endswith("2image") and task not in ("text2image",)):
         return dict(other.targets)
+    if task == "faceid":  # what the caption alone gives: the right place, size and background, not the person
+        return {0: render_portrait(other.truth["identity"], sample.truth["pose"], size)}
     if task == "inpainting":
         masked, mask = given[1].copy(), sample.truth["mask"] > 0.5
         masked[mask] = given[1][~mask].mean(0)

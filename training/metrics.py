@@ -15,10 +15,11 @@ import torch
 
 from unidiff_core.onediffusion import outputs
 
+from .data import faces
 from .data.figure import JOINTS, keypoints_from_map
 from .data.scenes import COLORS
 
-HIGHER = {"attr_acc": True, "count_acc": True, "subject_found": True, "psnr": True, "psnr_masked": True,
+HIGHER = {"attr_acc": True, "count_acc": True, "subject_found": True, "id_match": True, "psnr": True, "psnr_masked": True,
           "edit_success": True, "psnr_outside": True, "layout_iou": True, "abs_rel": False, "delta1": True,
           "edge_f1": True, "pck10": True, "kp_error": False, "miou": True, "box_miou": True, "ap50": True,
           "view_psnr": True, "azimuth_err": False, "elevation_err": False}
@@ -77,6 +78,47 @@ def attribute_scores(image, scene, rendered) -> dict:
     hits = sum(any(f["color"] == c and np.hypot(f["cx"] - x, f["cy"] - y) < 0.15 for f in found)
                for c, x, y in truth)
     return {"attr_acc": hits / max(1, len(truth)), "count_acc": float(len(found) == len(truth))}
+
+
+def _nearest(rgb, table: dict) -> str:
+    names = list(table)
+    return names[int(np.argmin([np.linalg.norm(rgb - np.array(table[n]) / 255.0) for n in names]))]
+
+
+def read_identity(image, pose) -> faces.Identity:
+    """The identity attributes of the portrait at `pose` (the target's place, size and tilt, which the
+    caption gives): colours at the face's fixed points (faces.FACE_POINTS), the head shape from how far the
+    skin reaches down and towards the lower corners, long hair from the hair colour beside the face."""
+    image = np.ascontiguousarray(image, np.float32)
+    size = image.shape[0]
+
+    def at(point, patch=1):  # bilinear colour at a face point (pixel centres at +0.5)
+        x, y = faces.face_xy(pose, point, size)
+        return cv2.getRectSubPix(image, (patch, patch), (x - 0.5, y - 0.5)).reshape(-1, 3).mean(0)
+
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    background, skin, hair = np.median(border, 0), at(faces.FACE_POINTS["skin"], 3), at(faces.FACE_POINTS["hair"])
+
+    def like(rgb, colour):  # closer to `colour` than to the background
+        return np.linalg.norm(rgb - colour) < np.linalg.norm(rgb - background)
+
+    def reach(dx, dy, start):  # how far (in R) the skin runs from `start` along a direction
+        steps = np.arange(start, 1.8, 0.04)
+        run = next((i for i, d in enumerate(steps) if not like(at((dx * d, dy * d)), skin)), len(steps))
+        return start + 0.04 * run
+
+    diagonal = min(reach(-0.7071, 0.7071, 0.6), reach(0.7071, 0.7071, 0.6))  # square 1.34, round 1.0, oval 0.96
+    head = "square" if diagonal > 1.17 else "oval" if reach(0, 1, 0.7) > 1.15 else "round"  # down: oval 1.3
+    eyes = (at(faces.FACE_POINTS["eye_left"]) + at(faces.FACE_POINTS["eye_right"])) / 2
+    sides = [like(at(faces.side_point(head, s)), hair) for s in (-1, 1)]
+    return faces.Identity(head, _nearest(skin, faces.SKINS), _nearest(hair, faces.HAIR_COLORS),
+                          "long" if all(sides) else "short", _nearest(eyes, faces.EYES))
+
+
+def id_match(image, identity, pose) -> float:
+    """Share of the identity's attributes read back from the portrait at `pose`."""
+    found = read_identity(image, pose)
+    return float(np.mean([a == b for a, b in zip(found.values(), identity.values())]))
 
 
 def edge_f1(pred, truth, threshold: float = 0.5, tolerance: int = 1) -> float:
@@ -162,6 +204,8 @@ def score(sample, pred: dict) -> dict:
         s = truth["subject"]
         found = detect_objects(pred[0])
         return {"subject_found": float(any(f["color"] == s.color for f in found))}
+    if task == "faceid":
+        return {"id_match": id_match(pred[0], truth["identity"], truth["pose"])}
     if task == "inpainting":
         return {"psnr_masked": psnr(pred[0], sample.targets[0], truth["mask"] > 0.5)}
     if task == "deblurring":

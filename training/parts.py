@@ -35,8 +35,9 @@ def corpus(tasks: list[str], seeds, size: int = 64):
         yield make_sample(tasks[i % len(tasks)], seed, size)
 
 
-def fit_codec(tasks: list[str], seeds, size: int = 64) -> LinearPatchCodec:
-    """PCA of 8x8 patches (in -1..1) of every image frame of the samples; global scale to unit latent std."""
+def fit_codec(tasks: list[str], seeds, size: int = 64, per_channel: bool = True) -> LinearPatchCodec:
+    """PCA of 8x8 patches (in -1..1) of every image frame of the samples; each channel scaled to unit std
+    (`per_channel`), or one global scale to unit std over all channels (UniDiff-Mini's first release)."""
     frames = [as_tensor(v) for s in corpus(tasks, seeds, size) for v in s.frame_values() if not isinstance(v, torch.Tensor)]
     pixels = torch.stack(frames) * 2 - 1
     patches = torch.nn.functional.pixel_unshuffle(pixels.double(), PATCH).permute(0, 2, 3, 1).reshape(-1, 3 * PATCH ** 2)
@@ -47,7 +48,10 @@ def fit_codec(tasks: list[str], seeds, size: int = 64) -> LinearPatchCodec:
     basis = basis * torch.where(basis.sum(1, keepdim=True) < 0, -1.0, 1.0).to(basis)  # fixed sign convention
     codec = LinearPatchCodec(basis.float(), mean.float(), PATCH)
     z = codec.encode(pixels.float())
-    codec.scaling_factor = float(1.0 / z.std())
+    if per_channel:  # each channel unit variance (see pixel_codec.py for why)
+        codec.channel_std.copy_(z.transpose(0, 1).reshape(LATENT_CHANNELS, -1).std(1))
+    else:
+        codec.scaling_factor = float(1.0 / z.std())
     return codec
 
 

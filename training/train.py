@@ -37,7 +37,7 @@ from unidiff_core.onediffusion.schedule import DEFAULT_SCHEDULER_CONFIG, make_sc
 
 from . import parts
 from .data import TRAIN_SEEDS, make_sample
-from .data.samples import MULTIVIEW_TASKS, as_tensor
+from .data.samples import VARIABLE_COUNTS, as_tensor
 from .data.scenes import rng_for
 from .export import export_checkpoint
 
@@ -55,13 +55,15 @@ def load_recipe(path, **overrides) -> dict:
 
 
 def pick_task(recipe: dict, step: int, micro: int) -> tuple[str, int | None]:
-    """The task of a micro-batch (weighted, deterministic in step) and its view count."""
+    """The task of a micro-batch (weighted, deterministic in step) and its view (or reference) count."""
     rng = rng_for(recipe["seed"] * 1_000_003 + step * 64 + micro, "task")
     names = list(recipe["tasks"])
     weights = np.array([recipe["tasks"][n] for n in names], dtype=float)
     task = names[int(rng.choice(len(names), p=weights / weights.sum()))]
-    views = int(rng.integers(2, 5)) if task in MULTIVIEW_TASKS else None
-    return task, views
+    if task not in VARIABLE_COUNTS:
+        return task, None
+    lo, hi = VARIABLE_COUNTS[task]
+    return task, int(rng.integers(lo, hi + 1))
 
 
 def sample_seed(recipe: dict, step: int, micro: int, index: int, process: int, processes: int) -> int:
@@ -175,7 +177,8 @@ def prepare_parts(recipe: dict, run: Path, accelerator) -> tuple[Path, Path]:
         tasks = list(recipe["tasks"])
         # Seeds from the top of the training range, away from the trainer's own draws.
         top = TRAIN_SEEDS.stop
-        codec = parts.fit_codec(tasks, range(top - recipe["codec_samples"], top), recipe["size"])
+        codec = parts.fit_codec(tasks, range(top - recipe["codec_samples"], top), recipe["size"],
+                                per_channel=recipe.get("codec_per_channel", False))
         codec.save_pretrained(vae_dir)
         parts.train_tokenizer(tasks, range(top - 10 * recipe["tokenizer_prompts"], top, 10), tok_dir, recipe["size"])
     accelerator.wait_for_everyone()

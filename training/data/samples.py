@@ -18,6 +18,7 @@ from unidiff_core.onediffusion.requests import TaskInputs, TaskRequest, join_pro
 from unidiff_core.onediffusion.tasks import build_request, freeform_request
 
 from . import maps
+from .faces import pose_caption, render_portrait, sample_identity, sample_pose
 from .figure import figure_caption, pose_map, render_figure, sample_figure
 from .objects3d import object_caption, render_view, sample_object
 from .scenes import (COLORS, SHAPES, Scene, Shape, caption, describe_shape, object_colors, random_shape, render,
@@ -84,7 +85,9 @@ def inpainting(seed, size):
 def deblurring(seed, size):
     scene, rng = sample_scene(seed), rng_for(seed, "blur")
     r = render(scene, size)
-    sigma = float(rng.uniform(1.0, 2.5))
+    # At 64x64 the pixel codec itself keeps about what a 1-2 px blur keeps, so milder blurs could not be undone
+    # by any model with that codec: blur harder than its resolution.
+    sigma = float(rng.uniform(2.0, 4.0))
     req = _request("deblurring", size, image=maps.blurred(r.image, sigma), caption=_maybe(rng, caption(scene)))
     return TrainSample("deblurring", req, {0: r.image}, {"scene": scene, "sigma": sigma})
 
@@ -140,6 +143,20 @@ def subject_driven(seed, size):
     req = _request("subject_driven", size, references=[(ref, caption(alone, detail=False))], subject=subject.name,
                    caption=caption(target))
     return TrainSample("subject_driven", req, {0: r.image}, {"scene": target, "subject": subject, "rendered": r})
+
+
+def faceid(seed, size, views=None):
+    """1-3 portraits of one cartoon identity -> the same identity in the context the caption describes.
+    Captions name only the context (place, size, expression, background), so identity comes from pixels.
+    `views` fixes the reference count (a training batch shares one frame layout)."""
+    rng = rng_for(seed, "faceid")
+    identity = sample_identity(seed)
+    count = views or int(rng.integers(1, 4))
+    poses = [sample_pose(rng, identity) for _ in range(count + 1)]  # the target's first
+    refs = [(render_portrait(identity, p, size), pose_caption(p)) for p in poses[1:]]
+    target = render_portrait(identity, poses[0], size)
+    req = _request("faceid", size, references=refs, caption=pose_caption(poses[0]))
+    return TrainSample("faceid", req, {0: target}, {"identity": identity, "pose": poses[0], "poses": poses})
 
 
 # ------------------------------------------------------------------------------ condition tasks
@@ -262,7 +279,7 @@ def camera_estimation(seed, size):
 
 TASK_BUILDERS: dict[str, Callable[[int, int], TrainSample]] = {
     "text2image": text2image, "inpainting": inpainting, "deblurring": deblurring, "image_editing": image_editing,
-    "subject_driven": subject_driven,
+    "subject_driven": subject_driven, "faceid": faceid,
     **{f"{k}2image": _cond2image(k) for k in _CONDITION_KEYS},
     **{f"image2{k}": _image2cond(k) for k in _CONDITION_KEYS},
     "image2multiview": image2multiview, "text2multiview": text2multiview, "camera_estimation": camera_estimation,
@@ -271,13 +288,16 @@ TASK_BUILDERS: dict[str, Callable[[int, int], TrainSample]] = {
 
 
 MULTIVIEW_TASKS = ("image2multiview", "text2multiview")
+# Tasks whose frame layout varies: task -> (fewest, most) of `views` (multi-view: views; faceid: references)
+VARIABLE_COUNTS = {"image2multiview": (2, 4), "text2multiview": (2, 4), "faceid": (1, 3)}
 
 
 def make_sample(task: str, seed: int, size: int = 64, views: int | None = None) -> TrainSample:
-    """One sample of `task` from `seed`; `views` (2-4) fixes the view count of the variable multi-view tasks."""
+    """One sample of `task` from `seed`; `views` fixes the variable frame count of a VARIABLE_COUNTS task
+    (views of the multi-view tasks, references of faceid)."""
     if task not in TASK_BUILDERS:
         raise ValueError(f"no data generator for task {task!r}; known: {', '.join(TASK_BUILDERS)}")
-    if task in MULTIVIEW_TASKS:
+    if task in VARIABLE_COUNTS:
         return TASK_BUILDERS[task](int(seed), int(size), views=views)
     return TASK_BUILDERS[task](int(seed), int(size))
 

@@ -6,6 +6,11 @@ encode(decode(z)) == z exactly, and nothing is learned at sampling time. The bas
 principal components of a dataset's patches) and the mean patch are stored in the checkpoint's
 `vae/` folder, declared by `"_class_name": "LinearPatchCodec"` in its config.json; the loader picks
 this class from that name. The interface is the one the pipeline uses of `vae.VAE`.
+
+An optional `channel_std` (C,) divides each latent channel after the projection, so every channel has
+unit variance: principal components differ in variance by orders of magnitude, and with one global
+scale the small (colour, detail) channels would sit far below the sampling noise until its last steps.
+Checkpoints without it keep the plain projection (all ones).
 """
 
 from __future__ import annotations
@@ -21,14 +26,19 @@ WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
 class LinearPatchCodec(torch.nn.Module):
-    def __init__(self, basis: torch.Tensor, mean: torch.Tensor, patch_size: int = 8, scaling_factor: float = 1.0):
+    def __init__(self, basis: torch.Tensor, mean: torch.Tensor, patch_size: int = 8, scaling_factor: float = 1.0,
+                 channel_std: torch.Tensor | None = None):
         super().__init__()
         channels, features = basis.shape
         if features != 3 * patch_size * patch_size or mean.shape != (features,):
             raise ValueError(f"basis {tuple(basis.shape)} / mean {tuple(mean.shape)} do not fit {patch_size}x"
                              f"{patch_size} RGB patches ({3 * patch_size * patch_size} values)")
+        channel_std = torch.ones(channels) if channel_std is None else channel_std
+        if channel_std.shape != (channels,) or not bool((channel_std > 0).all()):
+            raise ValueError(f"channel_std {tuple(channel_std.shape)} must hold {channels} positive values")
         self.register_buffer("basis", basis.float().contiguous())  # (C, 3*p*p), rows orthonormal
         self.register_buffer("mean", mean.float().contiguous())  # (3*p*p,) in -1..1 pixel units
+        self.register_buffer("channel_std", channel_std.float().contiguous())  # (C,)
         self.patch_size = int(patch_size)
         self.scaling_factor = float(scaling_factor)
         self.latent_channels = int(channels)
@@ -63,12 +73,12 @@ class LinearPatchCodec(torch.nn.Module):
         n, _, h, w = pixels.shape
         patches = F.pixel_unshuffle(pixels.to(self.device, self.dtype), p)  # (N, 3*p*p, h, w), channel-major
         centred = patches - self.mean.view(1, -1, 1, 1)
-        return torch.einsum("cf,nfhw->nchw", self.basis, centred)
+        return torch.einsum("cf,nfhw->nchw", self.basis, centred) / self.channel_std.view(1, -1, 1, 1)
 
     def decode_pixels(self, z: torch.Tensor) -> torch.Tensor:
         """Differentiable; unscaled latents -> (N, 3, H, W) in -1..1 (not clamped)."""
-        patches = torch.einsum("cf,nchw->nfhw", self.basis, z.to(self.device, self.dtype)) \
-            + self.mean.view(1, -1, 1, 1)
+        z = z.to(self.device, self.dtype) * self.channel_std.view(1, -1, 1, 1)
+        patches = torch.einsum("cf,nchw->nfhw", self.basis, z) + self.mean.view(1, -1, 1, 1)
         return F.pixel_shuffle(patches, self.patch_size)
 
     @torch.no_grad()
@@ -88,8 +98,8 @@ class LinearPatchCodec(torch.nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.json").write_text(json.dumps(self.config(), indent=2) + "\n")
-        save_file({"basis": self.basis.cpu().contiguous(), "mean": self.mean.cpu().contiguous()},
-                  str(folder / WEIGHTS))
+        save_file({"basis": self.basis.cpu().contiguous(), "mean": self.mean.cpu().contiguous(),
+                   "channel_std": self.channel_std.cpu().contiguous()}, str(folder / WEIGHTS))
 
 
 def is_codec_folder(folder) -> bool:
@@ -108,5 +118,5 @@ def load_codec(folder, dtype=torch.float32, device="cpu") -> LinearPatchCodec:
     config = json.loads((folder / "config.json").read_text())
     weights = load_file(str(folder / WEIGHTS))
     codec = LinearPatchCodec(weights["basis"], weights["mean"], int(config["patch_size"]),
-                             float(config["scaling_factor"]))
+                             float(config["scaling_factor"]), weights.get("channel_std"))
     return codec.to(device=device, dtype=dtype).eval().requires_grad_(False)
