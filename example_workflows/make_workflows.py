@@ -489,9 +489,9 @@ def mini_twin(twin: str):
         return image_editing, dict(image=files[0], instruction=text)
     if original == "subject_driven":
         return subject_driven, dict(image=files[0], subject=s.truth["subject"].name,
-                                    reference_caption=ms.reference_caption(s), caption=text)
+                                    reference_caption=ms.reference_captions(s)[0], caption=text)
     if original == "faceid":
-        return faceid, dict(references=((files[0], ms.reference_caption(s)),), caption=text)
+        return faceid, dict(references=tuple(zip(files, ms.reference_captions(s))), caption=text)
     if original == "boundingbox2image":
         return boundingbox2image, dict(caption=text, box_map=files[0], labels=labels)
     if original.endswith("2image"):

@@ -24,8 +24,6 @@ if PACK not in sys.path:  # training/ and unidiff_core/ are top-level packages o
 
 from training.data import make_sample  # noqa: E402
 from training.evaluate import TEXT_TASKS, seeds_for  # noqa: E402
-from unidiff_core.onediffusion.requests import TaskInputs  # noqa: E402
-from unidiff_core.onediffusion.tasks import build_request  # noqa: E402
 
 CHECKPOINT = "UniDiff-Mini"
 STEPS = 20  # the evaluator's
@@ -33,40 +31,26 @@ INPUT_DIR = "mini"  # inputs/mini/
 MULTIVIEW_VIEWS = 4  # the evaluator's view count for the multi-view tasks
 
 # Twin workflow -> (the OneDiffusion workflow it mirrors, the data task whose held-out sample it shows).
-# Mini never saw faceid (no generator for faces): its twin shows the subject_driven sample's reference
-# and caption under task faceid. The free-form twin runs the combination Mini was trained on
-# (photo -> depth + semantic map) instead of text -> image + depth.
+# The free-form twin runs the combination Mini was trained on (photo -> depth + semantic map) instead of
+# text -> image + depth.
 TWINS = {f"mini_{name}": (name, name) for name in (
-    "text2image", "inpainting", "deblurring", "image_editing", "subject_driven", "depth2image", "image2depth",
-    "canny2image", "image2canny", "hed2image", "image2hed", "pose2image", "image2pose", "semanticmap2image",
-    "image2semanticmap", "boundingbox2image", "image2boundingbox", "image2multiview", "text2multiview",
-    "camera_estimation")}
-TWINS["mini_faceid"] = ("faceid", "subject_driven")
+    "text2image", "inpainting", "deblurring", "image_editing", "faceid", "subject_driven", "depth2image",
+    "image2depth", "canny2image", "image2canny", "hed2image", "image2hed", "pose2image", "image2pose",
+    "semanticmap2image", "image2semanticmap", "boundingbox2image", "image2boundingbox", "image2multiview",
+    "text2multiview", "camera_estimation")}
 TWINS["mini_custom_depth_and_semantic"] = ("custom_image_and_depth", "freeform_depth_semantic")
-
-
-def run_task(twin: str) -> str:
-    """The task a twin runs: its data task's, or faceid for the faceid twin."""
-    original, task = TWINS[twin]
-    return "faceid" if original == "faceid" else task
 
 
 def guidance(twin: str) -> float:
     """The evaluator's rule: guidance where text is the main input (TEXT_TASKS), none elsewhere."""
-    return TEXT_TASKS.get(run_task(twin), 1.0)
+    return TEXT_TASKS.get(TWINS[twin][1], 1.0)
 
 
 def sample(twin: str):
-    """The held-out TrainSample a twin shows (the evaluator's sample 0 of its data task; for faceid the
-    subject_driven scene asked as faceid: its reference and captions, no metric)."""
-    original, task = TWINS[twin]
-    views = MULTIVIEW_VIEWS if task in ("image2multiview", "text2multiview") else None
-    s = make_sample(task, seeds_for(task, 1)[0], 64, views=views)
-    if original == "faceid":
-        inputs = TaskInputs(height=64, width=64, caption=caption(s),
-                            references=[(s.request.frames[1].image, reference_caption(s))])
-        s = replace(s, task="faceid", request=build_request("faceid", inputs))
-    return s
+    """The held-out TrainSample a twin shows (the evaluator's sample 0 of its data task)."""
+    task = TWINS[twin][1]
+    views = MULTIVIEW_VIEWS if task in ("image2multiview", "text2multiview") else None  # as the evaluator draws
+    return make_sample(task, seeds_for(task, 1)[0], 64, views=views)
 
 
 def to_uint8(image) -> np.ndarray:
@@ -89,8 +73,10 @@ def given_images(twin: str) -> dict[str, np.ndarray]:
     if task == "inpainting":  # the photo with a transparent hole (Load Image's MASK = 1 - alpha)
         alpha = np.where(s.truth["mask"] > 0.5, 0, 255).astype(np.uint8)
         return {f"{name}.png": np.dstack([to_uint8(s.targets[0]), alpha])}
-    if task in ("subject_driven", "faceid"):
+    if task == "subject_driven":
         return {f"{name}_reference.png": to_uint8(req.frames[1].image)}
+    if task == "faceid":  # frames 1..n: the references
+        return {f"{name}_reference{n}.png": to_uint8(f.image) for n, f in enumerate(req.frames[1:], 1)}
     if task == "camera_estimation":
         return {f"{name}_view0.png": to_uint8(given[0]), f"{name}_view1.png": to_uint8(given[2])}
     if task in ("image2multiview",):
@@ -104,18 +90,21 @@ def given_images(twin: str) -> dict[str, np.ndarray]:
 TOKEN = re.compile(r"\[\[[^\]]*\]\]|<[^>]*>")  # [[task]] / [[img0]] and <colour / item> tokens
 
 
+IMG = re.compile(r"\[\[img\d+\]\]")
+
+
 def caption(s) -> str:
     """The free text of a sample's prompt (what the text node's prompt widget holds; the sampler adds the
-    tokens back). subject_driven: the target caption, between [[img0]] and [[img1]]."""
+    tokens back). faceid / subject_driven: the target caption, between [[img0]] and [[img1]]."""
     prompt = s.request.prompt
     if "[[img1]]" in prompt:
-        prompt = prompt.split("[[img0]]", 1)[1].split("[[img1]]", 1)[0]
+        prompt = IMG.split(prompt)[1]
     return " ".join(TOKEN.sub(" ", prompt).split())
 
 
-def reference_caption(s) -> str:
-    """subject_driven: the reference's caption (after [[img1]])."""
-    return " ".join(s.request.prompt.split("[[img1]]", 1)[1].split())
+def reference_captions(s) -> list[str]:
+    """faceid / subject_driven: each reference's caption (after [[img1]], [[img2]], ...)."""
+    return [" ".join(part.split()) for part in IMG.split(s.request.prompt)[2:]]
 
 
 def input_name(file: str) -> str:
