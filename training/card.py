@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .evaluate import markdown_table
+from .evaluate import TEXT_TASKS, markdown_table
 
 
 def folder_mib(folder: Path) -> float:
@@ -39,6 +39,9 @@ def write_card(checkpoint: Path, metrics: dict, command: str, machine: str, note
     transformer = json.loads((checkpoint / "transformer" / "config.json").read_text())
     params = parameter_count(checkpoint)
     size = metrics["size"]
+    guided = ", ".join(f"{g} for {t}" for t, g in TEXT_TASKS.items())
+    processes = f"{summary['processes']} process" + ("es" if summary["processes"] > 1 else "")
+    threads = f"{summary['threads']} thread" + ("s" if summary["threads"] > 1 else "") + " each"
     text = f"""---
 license: apache-2.0
 tags: [onediffusion, unidiff, multi-task, diffusion, synthetic]
@@ -49,7 +52,7 @@ tags: [onediffusion, unidiff, multi-task, diffusion, synthetic]
 A small multi-task diffusion model in the exact OneDiffusion layout, trained by this pack's own recipe on
 its procedural task data. It runs every task of the pack at {size}×{size} on a CPU in seconds, through the
 same loader, pipeline, CLI and ComfyUI nodes as the 2.8B OneDiffusion model. It was trained only on
-coloured shapes on plain or gradient backgrounds, stick figures and two-colour 3-D primitives, and knows
+coloured shapes on plain or gradient backgrounds, stick figures, cartoon faces and two-colour 3-D primitives, and knows
 nothing of photographs. How well it does each task, against a trivial baseline, is in the table below.
 
 * Transformer: NextDiT, {transformer['depth']} layers, width {transformer['hidden_size']},
@@ -76,8 +79,8 @@ In ComfyUI the Loader lists it as `UniDiff-Mini` (read in place from the pack's 
 {command}
 ```
 * Recipe `training/recipes/mini.json` (seed {summary['seed']}): {summary['steps']} optimizer steps,
-  {summary['samples_seen']} samples, {summary['train_minutes']} minutes of training, {summary['processes']}
-  process, {summary['threads']} thread, precision `{summary['mixed_precision']}`.
+  {summary['samples_seen']} samples, {summary['train_minutes']} minutes of training, {processes},
+  {threads}, precision `{summary['mixed_precision']}`.
 * Machine: {machine}.
 * Data: training seeds {summary['train_seeds'][0]}..{summary['train_seeds'][1]} of `training.data`
   (disjoint from the evaluation's held-out seeds {metrics['heldout_seeds'][0]}..{metrics['heldout_seeds'][1]}).
@@ -87,7 +90,7 @@ In ComfyUI the Loader lists it as `UniDiff-Mini` (read in place from the pack's 
 ## Evaluation
 
 `python -m training.evaluate --checkpoint mini` ({metrics['samples_per_task']} held-out samples per task,
-{metrics['steps']} Euler steps, guidance 2.5 for text2image / subject_driven / text2multiview and 1.0
+{metrics['steps']} Euler steps, guidance {guided} and 1.0
 elsewhere, negative prompt ""), through the pack's decoders. The trivial baseline ignores what the task is
 about (see its column); the codec ceiling is the ground truth passed through the pixel codec, the best any
 model with this codec can do. ↑ = higher is better.

@@ -2,6 +2,7 @@
 
     python -m training.evaluate --checkpoint mini            # models/UniDiff-Mini, writes docs/mini/
     python -m training.evaluate --checkpoint path/to/ckpt --samples 8 --out /tmp/eval
+    python -m training.evaluate --checkpoint mini --fp8      # transformer blocks in fp8 e4m3, as the Loader's fp8_e4m3
 
 For every task the model runs through the pack's pipeline and decoders on `--samples` held-out seeds
 (never drawn in training). Each metric (training/metrics.py) is also computed for
@@ -173,11 +174,15 @@ def save_grid(rows, path: Path, scale: int = 2):
 
 # ------------------------------------------------------------------------------ main
 def evaluate(checkpoint, tasks=None, samples: int = 16, steps: int = 20, out: Path | None = None,
-             grid_rows: int = 4, log=print, sampler: str = "euler", step_cache: float = 0.0) -> dict:
+             grid_rows: int = 4, log=print, sampler: str = "euler", step_cache: float = 0.0,
+             fp8: bool = False) -> dict:
+    """fp8=True stores the transformer blocks' weights in fp8 e4m3 the way the Loader's weight_format
+    "fp8_e4m3" does (the same `from_pretrained(weight_dtype="fp8")`), computing in float32 as on a CPU."""
+    from unidiff_core.onediffusion.fp8 import fp8_bytes
     from unidiff_core.onediffusion.pipeline import UniDiffPipeline
 
     torch.manual_seed(0)
-    pipe = UniDiffPipeline.from_pretrained(checkpoint)
+    pipe = UniDiffPipeline.from_pretrained(checkpoint, weight_dtype="fp8" if fp8 else None)
     size = pipe.transformer.config.default_pixel_size[0]
     tasks = list(tasks or TASK_BUILDERS)
     results, t_start = {}, time.time()
@@ -214,7 +219,8 @@ def evaluate(checkpoint, tasks=None, samples: int = 16, steps: int = 20, out: Pa
             save_grid(rows, Path(out) / f"{task}.png")
     # the folder's name, not its path: the record holds no path of the machine it ran on
     report = {"checkpoint": Path(checkpoint).name, "size": size, "steps": steps, "sampler": sampler,
-              "step_cache": step_cache, "samples_per_task": samples,
+              "step_cache": step_cache, "fp8": fp8, "transformer_weight_bytes": fp8_bytes(pipe.transformer),
+              "samples_per_task": samples,
               "heldout_seeds": [HELDOUT_SEEDS.start, HELDOUT_SEEDS.stop], "seconds": round(time.time() - t_start, 1),
               "tasks": results}
     if out is not None:
@@ -241,13 +247,15 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=20, help="sampling steps")
     p.add_argument("--sampler", default="euler", help="euler | heun | dpmpp_2m")
     p.add_argument("--step-cache", type=float, default=0.0, help="first-block step cache threshold (0 = off)")
+    p.add_argument("--fp8", action="store_true", help="transformer block weights in fp8 e4m3 (the Loader's fp8_e4m3)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", help="folder for metrics.json, metrics.md and the grids (default docs/mini for mini)")
+    p.add_argument("--out", help="folder for metrics.json, metrics.md and the grids (default docs/mini for mini without --fp8)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    out = Path(a.out) if a.out else (ROOT / "docs" / "mini" if a.checkpoint == "mini" else None)
+    # docs/mini holds the record of the default run; an fp8 run writes only where --out says
+    out = Path(a.out) if a.out else (ROOT / "docs" / "mini" if a.checkpoint == "mini" and not a.fp8 else None)
     report = evaluate(resolve_checkpoint(a.checkpoint), a.tasks, a.samples, a.steps, out, sampler=a.sampler,
-                      step_cache=a.step_cache)
+                      step_cache=a.step_cache, fp8=a.fp8)
     print(markdown_table(report))
 
 

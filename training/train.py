@@ -1,6 +1,7 @@
 """The multi-task trainer: one script for one CPU process or many GPUs (Hugging Face accelerate).
 
-    python -m training.train --recipe training/recipes/mini.json --out runs/mini          # CPU, 1 thread
+    python -m training.train --recipe training/recipes/mini.json --out runs/mini          # CPU, 1 process
+    torchrun --nproc_per_node 2 -m training.train --recipe ... --out runs/mini  # CPU, 2 single-thread processes
     accelerate launch -m training.train --recipe training/recipes/mini.json --out runs/mini   # GPUs / nodes
     python -m training.train ... --resume                        # go on from runs/mini/state
     ... --resume --window-minutes 10                             # train in windows (e.g. a lent GPU)
@@ -407,7 +408,8 @@ def main(argv=None):
                          mixed_precision=a.mixed_precision)
     summary = train(recipe, Path(a.out), resume=a.resume, progress=not a.no_progress, window_minutes=a.window_minutes,
                     init=a.init)
-    print(json.dumps(summary, indent=2))
+    if int(os.environ.get("RANK", "0")) == 0:  # one summary, not one per process
+        print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
