@@ -5,6 +5,7 @@
 Simple synthetic pictures (a garden scene with a red ball and a blue box, its depth/edge/semantic
 maps, a pose skeleton, two cartoon faces, a toy robot, a cube seen from two sides): enough for the
 workflows to run and to show what each input looks like. Use your own photos for real results.
+The UniDiff-Mini twins' inputs (inputs/mini/) are held-out scenes of training.data, see mini_samples.py.
 """
 
 from __future__ import annotations
@@ -197,6 +198,19 @@ def main():
     for name, im in images.items():
         im.save(os.path.join(OUT, name), format="PNG", optimize=True)
         print(name)
+    write_mini_inputs()
+
+
+def write_mini_inputs():
+    """inputs/mini/: the given pictures of the held-out scene each UniDiff-Mini twin shows (64x64)."""
+    import mini_samples
+
+    folder = os.path.join(OUT, mini_samples.INPUT_DIR)
+    os.makedirs(folder, exist_ok=True)
+    for twin in mini_samples.TWINS:
+        for name, pixels in mini_samples.given_images(twin).items():
+            Image.fromarray(pixels).save(os.path.join(folder, name), format="PNG", optimize=True)
+            print(mini_samples.input_name(name))
 
 
 if __name__ == "__main__":

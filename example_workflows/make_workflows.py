@@ -6,6 +6,8 @@ browser) and the same graph in API format (api/, for POST /prompt).
 Widget order and defaults come from the pack's own INPUT_TYPES, so the files follow the nodes.
 Every workflow loads the model named CHECKPOINT from models/unidiff/ and its inputs with
 UniDiff Example Image (files in inputs/), so it runs as-is on a fresh ComfyUI with the pack installed.
+Each OneDiffusion workflow also has a UniDiff-Mini twin, mini_<name>: the same builder on a held-out
+scene of the training data (mini_samples.py), with the evaluator's settings.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 PACK = os.path.dirname(HERE)
 CHECKPOINT = "OneDiffusion"
-MINI_CHECKPOINT = "UniDiff-Mini"  # models/UniDiff-Mini, listed by the Loader where it ships
 MINI_LORA = "UniDiff-Mini-teal.safetensors"  # models/loras/ of the pack (python -m training.lora_demo --publish)
 MMGEN_CHECKPOINT = "MMGen"  # models/unidiff/MMGen: `python -m unidiff_core convert 0600000.pt ...` (or the .pt)
 PACK_ID, PACK_VERSION = "comfyui-unidiff", "0.1.0"
@@ -97,9 +98,16 @@ class Node:
 
 
 class Graph:
-    def __init__(self, name: str, mappings, display_names=None):
+    """One workflow. checkpoint: the Loader's; run: sampler settings that override the builder's (the Mini
+    twins' steps, guidance and automatic size); text: extra Text Encode widgets; raw_frames: also save
+    the generated frames as drawn."""
+
+    def __init__(self, name: str, mappings, display_names=None, checkpoint: str = CHECKPOINT, run=None, text=None,
+                 raw_frames: bool = False):
         self.name, self.mappings, self.nodes = name, mappings, []
         self.display_names = {**CORE_TITLES, **(display_names or {})}
+        self.checkpoint, self.raw_frames = checkpoint, raw_frames
+        self.run, self.text_kw = dict(run or {}), dict(text or {})
 
     def add(self, class_type: str, **values) -> Node:
         node = Node(self, len(self.nodes) + 1, class_type, values)
@@ -111,11 +119,11 @@ class Graph:
         return node
 
     # ---------------------------------------------------------------- common pieces
-    def loader(self, ckpt_name: str = CHECKPOINT):
-        return self.add("UniDiffLoader", ckpt_name=ckpt_name)["model"]
+    def loader(self, ckpt_name: str | None = None):
+        return self.add("UniDiffLoader", ckpt_name=ckpt_name or self.checkpoint)["model"]
 
     def text(self, task, prompt="", **kw):
-        return self.add("UniDiffTextEncode", task=task, prompt=prompt, **kw)["text"]
+        return self.add("UniDiffTextEncode", task=task, prompt=prompt, **{**self.text_kw, **kw})["text"]
 
     def example(self, image):
         return self.add("UniDiffExampleImage", image=image)
@@ -219,8 +227,12 @@ def _uuid(name: str) -> str:
 
 
 # ------------------------------------------------------------------------------------ the workflows
+# Each builder takes its inputs (pictures, captions, labels, cameras) as arguments whose defaults are the
+# OneDiffusion example's; the UniDiff-Mini twins call the same builders with a held-out scene's inputs
+# (mini_samples.py), and their Graph overrides the sampler settings and adds the raw generated frames.
 def sampler(g, model, text, frames=None, steps=50, guidance=4.0, width=0, height=0, **kw):
     values = dict(model=model, text=text, seed=0, steps=steps, guidance=guidance, width=width, height=height, **kw)
+    values.update(g.run)
     if frames is not None:
         values["frames"] = frames
     return g.add("UniDiffSampler", **values)["latents"]
@@ -230,102 +242,115 @@ def decode_images(g, model, latents, output="images", suffix=""):
     g.save(g.add("UniDiffDecodeImages", model=model, latents=latents)[output], suffix)
 
 
-def photo_to_map(task, caption=""):
-    def build(g):
+def raw_frames(g, model, latents):
+    """Mini twins: also save the generated frames as drawn (what the evaluator scores)."""
+    if g.raw_frames:
+        decode_images(g, model, latents, suffix="_frames")
+
+
+def photo_to_map(task):
+    def build(g, image="garden.png", caption=""):
         model = g.loader()
-        frames = g.add("UniDiffImageFrame", image=g.example("garden.png")["image"])["frames"]
+        frames = g.add("UniDiffImageFrame", image=g.example(image)["image"])["frames"]
         decode_images(g, model, sampler(g, model, g.text(task, caption), frames))
     return build
 
 
 def map_to_image(task, image, map_type, caption, labels="", **map_kw):
-    def build(g):
+    def build(g, image=image, caption=caption, labels=labels, **kw):
         model = g.loader()
-        cond = g.add("UniDiffConditionMap", image=g.example(image)["image"], map_type=map_type, **map_kw)
+        cond = g.add("UniDiffConditionMap", image=g.example(image)["image"], map_type=map_type, **{**map_kw, **kw})
         g.add("PreviewImage", images=cond["map"])
         decode_images(g, model, sampler(g, model, g.text(task, caption, labels=labels), cond["frames"]))
     return build
 
 
 GARDEN = "a sunny garden with a shiny red ball and a blue wooden box on the green lawn, photo"
+CAT = ("a photo of a small tabby cat sitting on a wooden table next to a window, soft morning light, detailed fur, "
+       "shallow depth of field")
 
 
-def text2image(g):
+def text2image(g, caption=CAT):
     model = g.loader()
-    text = g.text("text2image", "a photo of a small tabby cat sitting on a wooden table next to a window, soft "
-                                "morning light, detailed fur, shallow depth of field")
-    decode_images(g, model, sampler(g, model, text, width=1024, height=1024))
+    decode_images(g, model, sampler(g, model, g.text("text2image", caption), width=1024, height=1024))
 
 
-def inpainting(g):
+def inpainting(g, image="garden_inpaint.png", caption="a green apple lying on the lawn", output="composite"):
     model = g.loader()
-    src = g.example("garden_inpaint.png")
+    src = g.example(image)
     inpaint = g.add("UniDiffInpaintFrame", image=src["image"], mask=src["mask"])
     g.add("PreviewImage", images=inpaint["condition"])
-    decode_images(g, model, sampler(g, model, g.text("inpainting", "a green apple lying on the lawn"),
-                                    inpaint["frames"]), output="composite")
+    decode_images(g, model, sampler(g, model, g.text("inpainting", caption), inpaint["frames"]), output=output)
 
 
-def deblurring(g):
+def deblurring(g, image="garden_blurred.png", caption=GARDEN):
     model = g.loader()
-    frames = g.add("UniDiffImageFrame", image=g.example("garden_blurred.png")["image"])["frames"]
-    decode_images(g, model, sampler(g, model, g.text("deblurring", GARDEN), frames))
+    frames = g.add("UniDiffImageFrame", image=g.example(image)["image"])["frames"]
+    decode_images(g, model, sampler(g, model, g.text("deblurring", caption), frames))
 
 
-def image_editing(g):
+def image_editing(g, image="garden.png", instruction="make the ball yellow"):
     model = g.loader()
-    frames = g.add("UniDiffImageFrame", image=g.example("garden.png")["image"])["frames"]
-    decode_images(g, model, sampler(g, model, g.text("image_editing", "make the ball yellow"), frames,
-                                    steps=60, guidance=3.2))
+    frames = g.add("UniDiffImageFrame", image=g.example(image)["image"])["frames"]
+    decode_images(g, model, sampler(g, model, g.text("image_editing", instruction), frames, steps=60, guidance=3.2))
 
 
-def faceid(g):
+FACES = (("face_smiling.png", "a young woman with brown shoulder-length hair and a pink shirt, smiling, plain "
+                              "background"),
+         ("face_profile.png", "the same young woman with brown hair in a blue shirt, neutral expression"))
+
+
+def faceid(g, references=FACES, caption="a young woman with brown shoulder-length hair reading a book in a cosy "
+                                        "cafe, warm light, photo"):
     model = g.loader()
-    refs = g.add("UniDiffReferenceImages", image_1=g.example("face_smiling.png")["image"],
-                 image_2=g.example("face_profile.png")["image"],
-                 caption_1="a young woman with brown shoulder-length hair and a pink shirt, smiling, plain "
-                           "background",
-                 caption_2="the same young woman with brown hair in a blue shirt, neutral expression")
-    text = g.text("faceid", "a young woman with brown shoulder-length hair reading a book in a cosy cafe, warm "
-                            "light, photo")
-    decode_images(g, model, sampler(g, model, text, refs["frames"], steps=75))
+    refs = {}
+    for n, (image, ref_caption) in enumerate(references, 1):
+        refs.update({f"image_{n}": g.example(image)["image"], f"caption_{n}": ref_caption})
+    refs = g.add("UniDiffReferenceImages", **refs)
+    decode_images(g, model, sampler(g, model, g.text("faceid", caption), refs["frames"], steps=75))
 
 
-def subject_driven(g):
+def subject_driven(g, image="robot.png", subject="toy robot",
+                   reference_caption="a red and blue toy robot with yellow eyes standing on a white background",
+                   caption="the toy robot standing on a sandy beach at sunset"):
     model = g.loader()
-    refs = g.add("UniDiffReferenceImages", image_1=g.example("robot.png")["image"], subject="toy robot",
-                 caption_1="a red and blue toy robot with yellow eyes standing on a white background")
-    text = g.text("subject_driven", "the toy robot standing on a sandy beach at sunset")
+    refs = g.add("UniDiffReferenceImages", image_1=g.example(image)["image"], subject=subject,
+                 caption_1=reference_caption)
+    text = g.text("subject_driven", caption)
     decode_images(g, model, sampler(g, model, text, refs["frames"], steps=70, width=512, height=512))
 
 
-def image2depth(g):
+def image2depth(g, image="garden.png", caption=""):
     model = g.loader()
-    frames = g.add("UniDiffImageFrame", image=g.example("garden.png")["image"])["frames"]
-    depth = g.add("UniDiffDecodeDepth", model=model, latents=sampler(g, model, g.text("image2depth"), frames))
+    frames = g.add("UniDiffImageFrame", image=g.example(image)["image"])["frames"]
+    latents = sampler(g, model, g.text("image2depth", caption), frames)
+    depth = g.add("UniDiffDecodeDepth", model=model, latents=latents)
     g.save(depth["depth"])
     g.save(depth["depth_color"], "_color")
     g.add("PreviewImage", images=g.add("MaskToImage", mask=depth["depth_map"])["IMAGE"])
+    raw_frames(g, model, latents)
 
 
-def image2semanticmap(g):
+def image2semanticmap(g, image="garden.png", labels="ball, grass, box", caption=""):
     model = g.loader()
-    frames = g.add("UniDiffImageFrame", image=g.example("garden.png")["image"])["frames"]
-    latents = sampler(g, model, g.text("image2semanticmap", labels="ball, grass, box"), frames)
+    frames = g.add("UniDiffImageFrame", image=g.example(image)["image"])["frames"]
+    latents = sampler(g, model, g.text("image2semanticmap", caption, labels=labels), frames)
     seg = g.add("UniDiffDecodeSegmentation", model=model, latents=latents)
     g.save(seg["overlay"])
     g.save(g.add("MaskToImage", mask=seg["masks"])["IMAGE"], "_masks")
     g.add("PreviewAny", source=seg["labels"])
+    raw_frames(g, model, latents)
 
 
-def image2boundingbox(g):
+def image2boundingbox(g, image="garden.png", labels="ball, box", caption=""):
     model = g.loader()
-    frames = g.add("UniDiffImageFrame", image=g.example("garden.png")["image"])["frames"]
-    latents = sampler(g, model, g.text("image2boundingbox", labels="ball, box"), frames)
+    frames = g.add("UniDiffImageFrame", image=g.example(image)["image"])["frames"]
+    latents = sampler(g, model, g.text("image2boundingbox", caption, labels=labels), frames)
     boxes = g.add("UniDiffDecodeBoxes", model=model, latents=latents)
     g.save(boxes["overlay"])
     g.save(g.add("MaskToImage", mask=boxes["masks"])["IMAGE"], "_masks")
     g.add("PreviewAny", source=boxes["boxes"])
+    raw_frames(g, model, latents)
 
 
 def box_text(boxes) -> str:
@@ -334,37 +359,41 @@ def box_text(boxes) -> str:
     return "[\n" + ",\n".join(lines) + "\n]"
 
 
-def boundingbox2image(g):
+LAYOUT = (("red ball", [0.52, 0.45, 0.9, 0.85]), ("blue box", [0.08, 0.4, 0.45, 0.8]))
+
+
+def boundingbox2image(g, caption="a red ball and a blue box on a lawn, photo", boxes=LAYOUT, box_map=None, labels=""):
+    """Boxes drawn in UniDiff Layout Boxes; or (`box_map`, a picture) a given box map named by `labels`."""
+    if box_map is not None:
+        return map_to_image("boundingbox2image", box_map, "box_map", caption, labels)(g)
     model = g.loader()
-    layout = g.add("UniDiffLayoutBoxes", width=512, height=512, boxes=box_text([
-        ("red ball", [0.52, 0.45, 0.9, 0.85]), ("blue box", [0.08, 0.4, 0.45, 0.8])]))
+    layout = g.add("UniDiffLayoutBoxes", width=512, height=512, boxes=box_text(boxes))
     g.add("PreviewImage", images=layout["box_map"])
-    text = g.text("boundingbox2image", "a red ball and a blue box on a lawn, photo")
+    text = g.text("boundingbox2image", caption)
     decode_images(g, model, sampler(g, model, text, layout["frames"], width=512, height=512))
 
 
-def image2multiview(g):
+def image2multiview(g, image="cube_front.png", azimuths="0, 20, 40, 60", elevations="0, 0, 0, 0",
+                    caption="a cube with red, blue and grey faces"):
     model = g.loader()
-    cams = g.add("UniDiffMultiViewCameras", images=g.example("cube_front.png")["image"],
-                 azimuths="0, 20, 40, 60", elevations="0, 0, 0, 0")
-    latents = sampler(g, model, g.text("image2multiview", "a cube with red, blue and grey faces"), cams["frames"],
-                      steps=60, width=512, height=512)
+    cams = g.add("UniDiffMultiViewCameras", images=g.example(image)["image"], azimuths=azimuths, elevations=elevations)
+    latents = sampler(g, model, g.text("image2multiview", caption), cams["frames"], steps=60, width=512, height=512)
     views = g.add("UniDiffDecodeMultiView", model=model, latents=latents)
     g.save(views["views"])
 
 
-def text2multiview(g):
+def text2multiview(g, caption="a cute ceramic owl figurine, studio lighting", azimuths="0, 30, 60, 90",
+                   elevations="0, 10, 15, 20"):
     model = g.loader()
-    cams = g.add("UniDiffMultiViewCameras", azimuths="0, 30, 60, 90", elevations="0, 10, 15, 20")
-    latents = sampler(g, model, g.text("text2multiview", "a cute ceramic owl figurine, studio lighting"),
-                      cams["frames"], steps=60, width=512, height=512)
+    cams = g.add("UniDiffMultiViewCameras", azimuths=azimuths, elevations=elevations)
+    latents = sampler(g, model, g.text("text2multiview", caption), cams["frames"], steps=60, width=512, height=512)
     g.save(g.add("UniDiffDecodeMultiView", model=model, latents=latents)["views"])
 
 
-def camera_estimation(g):
+def camera_estimation(g, images=("cube_front.png", "cube_side.png")):
     model = g.loader()
-    first = g.add("UniDiffImageFrame", image=g.example("cube_front.png")["image"])["frames"]
-    both = g.add("UniDiffImageFrame", image=g.example("cube_side.png")["image"], frames=first)["frames"]
+    first = g.add("UniDiffImageFrame", image=g.example(images[0])["image"])["frames"]
+    both = g.add("UniDiffImageFrame", image=g.example(images[1])["image"], frames=first)["frames"]
     cams = g.add("UniDiffMultiViewCameras", frames=both, azimuths="0, none", elevations="0, none")
     latents = sampler(g, model, g.text("camera_estimation"), cams["frames"], steps=60, width=512, height=512)
     g.add("PreviewAny", source=g.add("UniDiffDecodeCameras", latents=latents)["cameras"])
@@ -383,11 +412,26 @@ def custom_image_and_depth(g):
 
 def text2image_lora(g):
     """The same prompt with and without a LoRA: Mini never saw the colour word "teal"; its teal LoRA did."""
-    model = g.loader(MINI_CHECKPOINT)
+    import mini_samples as ms  # lazily: it imports training/
+
+    model = g.loader(ms.CHECKPOINT)
     tuned = g.add("UniDiffLoRA", model=model, lora_name=MINI_LORA, strength=1.0)["model"]
     text = g.text("text2image", "a large teal circle in the centre on a white background")
     for which, suffix in ((model, "_base"), (tuned, "_lora")):
-        decode_images(g, which, sampler(g, which, text, steps=20, guidance=2.5), suffix=suffix)
+        decode_images(g, which, sampler(g, which, text, steps=ms.STEPS, guidance=ms.guidance("mini_text2image")),
+                      suffix=suffix)
+
+
+def custom_depth_and_semantic(g, image, prompt):
+    """Free-form frames: a given photo, then its depth map and semantic map generated together."""
+    model = g.loader()
+    photo = g.add("UniDiffImageFrame", what="image", image=g.example(image)["image"])["frames"]
+    depth = g.add("UniDiffImageFrame", what="depth", frames=photo)["frames"]
+    both = g.add("UniDiffImageFrame", what="semantic_map", frames=depth)["frames"]
+    latents = sampler(g, model, g.text("custom", prompt), both)
+    g.save(g.add("UniDiffDecodeDepth", model=model, latents=latents)["depth_color"], "_depth")
+    g.save(g.add("UniDiffDecodeSegmentation", model=model, latents=latents)["overlay"], "_semantic")
+    raw_frames(g, model, latents)
 
 
 def mmgen(task, image=None, modality=None, class_label="none", guidance=1.0):
@@ -441,17 +485,75 @@ WORKFLOWS = {
 }
 
 
+# ------------------------------------------------------------------------------------ UniDiff-Mini twins
+def mini_twin(twin: str):
+    """(builder, its arguments) of a Mini twin: the OneDiffusion workflow's builder on a held-out scene."""
+    import mini_samples as ms  # lazily, here and below: it imports training/ (the other workflows need none of it)
+
+    original = ms.TWINS[twin][0]
+    s, files = ms.sample(twin), [ms.input_name(f) for f in ms.given_images(twin)]
+    req, text, labels = s.request, ms.caption(s), ms.labels_text(s.request.labels)
+    if original == "text2image":
+        return text2image, dict(caption=text)
+    if original == "inpainting":
+        return inpainting, dict(image=files[0], caption=text, output="images")  # the raw frame: what is scored
+    if original == "deblurring":
+        return deblurring, dict(image=files[0], caption=text)
+    if original == "image_editing":
+        return image_editing, dict(image=files[0], instruction=text)
+    if original == "subject_driven":
+        return subject_driven, dict(image=files[0], subject=s.truth["subject"].name,
+                                    reference_caption=ms.reference_captions(s)[0], caption=text)
+    if original == "faceid":
+        return faceid, dict(references=tuple(zip(files, ms.reference_captions(s))), caption=text)
+    if original == "boundingbox2image":
+        return boundingbox2image, dict(caption=text, box_map=files[0], labels=labels)
+    if original.endswith("2image"):
+        return WORKFLOWS[original], dict(image=files[0], caption=text, labels=labels, extract_canny=False)
+    if original in ("image2semanticmap", "image2boundingbox"):
+        return WORKFLOWS[original], dict(image=files[0], labels=labels, caption=text)
+    if original.startswith("image2") and original != "image2multiview":
+        return WORKFLOWS[original], dict(image=files[0], caption=text)
+    views = dict(azimuths=ms.numbers_text(v.azimuth for v in req.views or []),
+                 elevations=ms.numbers_text(v.elevation for v in req.views or []))
+    if original == "image2multiview":
+        return image2multiview, dict(image=files[0], caption=text, **views)
+    if original == "text2multiview":
+        return text2multiview, dict(caption=text, **views)
+    if original == "camera_estimation":
+        return camera_estimation, dict(images=tuple(files))
+    if original == "custom_image_and_depth":
+        return custom_depth_and_semantic, dict(image=files[0], prompt=req.prompt)  # custom: verbatim
+    raise KeyError(twin)
+
+
 def build(name: str, pack=None) -> Graph:
     pack = pack or load_pack()
-    g = Graph(name, pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS)
-    WORKFLOWS[name](g)
+    if name in WORKFLOWS:
+        g = Graph(name, pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS)
+        WORKFLOWS[name](g)
+        return g
+    import mini_samples as ms
+
+    builder, kwargs = mini_twin(name)
+    g = Graph(name, pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS, checkpoint=ms.CHECKPOINT,
+              run=dict(steps=ms.STEPS, guidance=ms.guidance(name), width=0, height=0),
+              text=dict(negative_prompt="", use_task_negative=False), raw_frames=True)
+    builder(g, **kwargs)
     return g
+
+
+def names() -> list[str]:
+    """Every workflow: the OneDiffusion and MMGen examples, then the UniDiff-Mini twins."""
+    import mini_samples as ms
+
+    return list(WORKFLOWS) + list(ms.TWINS)
 
 
 def main():
     pack = load_pack()
     os.makedirs(os.path.join(HERE, "api"), exist_ok=True)
-    for name in WORKFLOWS:
+    for name in names():
         g = build(name, pack)
         with open(os.path.join(HERE, f"{name}.json"), "w") as f:
             json.dump(g.ui(), f, indent=1)

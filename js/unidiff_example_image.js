@@ -12,7 +12,8 @@ const NODE_CLASS = "UniDiffExampleImage";
 const PACK_FOLDER = decodeURIComponent(new URL(import.meta.url).pathname.split("/extensions/")[1].split("/")[0]);
 
 export function exampleImageURL(name) {
-  return api.apiURL(`/workflow_templates/${encodeURIComponent(PACK_FOLDER)}/inputs/${encodeURIComponent(name)}`);
+  // Encoded one folder level at a time: 'mini/x.png' keeps its slash (the static route finds no '%2F' file).
+  return api.apiURL(`/workflow_templates/${encodeURIComponent(PACK_FOLDER)}/inputs/${name.split("/").map(encodeURIComponent).join("/")}`);
 }
 
 function showExample(node) {

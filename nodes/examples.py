@@ -1,7 +1,8 @@
 """UniDiffExampleImage: loads the small input images shipped with the example workflows.
 
 The workflows use it so that they run as-is on a fresh ComfyUI (nothing to copy into input/);
-replace it with Load Image to use your own pictures. The files live in example_workflows/inputs/.
+replace it with Load Image to use your own pictures. The files live in example_workflows/inputs/ (the
+UniDiff-Mini twins' in inputs/mini/).
 """
 
 from __future__ import annotations
@@ -14,9 +15,14 @@ INPUTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 
 
 def example_names() -> list[str]:
-    if not os.path.isdir(INPUTS_DIR):
-        return []
-    return sorted(f for f in os.listdir(INPUTS_DIR) if f.lower().endswith((".png", ".jpg", ".jpeg", ".webp")))
+    """Picture files of inputs/ and of its subfolders ('mini/text2image.png': the UniDiff-Mini twins' inputs)."""
+    names = []
+    for folder, _dirs, files in os.walk(INPUTS_DIR):
+        rel = os.path.relpath(folder, INPUTS_DIR)
+        for f in files:
+            if f.lower().endswith((".png", ".jpg", ".jpeg", ".webp")):
+                names.append(f if rel == "." else f"{rel.replace(os.sep, '/')}/{f}")
+    return sorted(names)
 
 
 def load_example(name: str):

@@ -496,6 +496,9 @@ def test_example_image_node():
     assert float(mask.max()) == 0.0  # no alpha: nothing masked
     img, mask = M["UniDiffExampleImage"]().load("garden_inpaint.png")
     assert mask.shape == img.shape[:3] and 0 < float(mask.mean()) < 0.5  # the transparent hole = 1
+    assert "mini/inpainting.png" in names  # subfolders are listed by their path (the Mini twins' inputs)
+    img, mask = M["UniDiffExampleImage"]().load("mini/inpainting.png")
+    assert img.shape == (1, 64, 64, 3) and 0 < float(mask.mean()) < 0.5
 
 
 # ------------------------------------------------------------------------------------ progress, preview, Cancel

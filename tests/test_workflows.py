@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WF = ROOT / "example_workflows"
 sys.path.insert(0, str(WF))
 import make_workflows  # noqa: E402
+import mini_samples  # noqa: E402
 from lora_common import TINY_LORA_NAME  # noqa: E402
 
 pack = load_pack()
@@ -138,12 +140,80 @@ def test_example_inputs_are_small_and_used():
     assert sum((WF / "inputs" / f).stat().st_size for f in files) < 200_000
 
 
-@pytest.mark.parametrize("name", sorted(make_workflows.WORKFLOWS))
+@pytest.mark.parametrize("name", make_workflows.names())
 def test_files_are_what_the_generator_writes(name):
     g = make_workflows.build(name, pack)
     assert read(WF / f"{name}.json") == json.loads(json.dumps(g.ui())), \
         f"{name}.json is stale: run python example_workflows/make_workflows.py"
     assert read(WF / "api" / f"{name}.json") == json.loads(json.dumps(g.api())), f"api/{name}.json is stale"
+
+
+# ------------------------------------------------------------------------------------ UniDiff-Mini twins
+def test_every_onediffusion_workflow_has_one_mini_twin():
+    onediffusion = {n for n in make_workflows.WORKFLOWS if not n.startswith("mmgen_")}
+    originals = [original for original, _task in mini_samples.TWINS.values()]
+    assert sorted(originals) == sorted(onediffusion)
+    for twin in mini_samples.TWINS:
+        assert twin in UI_NAMES and twin in API_NAMES, twin
+        api = read(WF / "api" / f"{twin}.json")
+        loaders = [n for n in api.values() if n["class_type"] == "UniDiffLoader"]
+        assert [n["inputs"]["ckpt_name"] for n in loaders] == [mini_samples.CHECKPOINT]
+        (run,) = [n["inputs"] for n in api.values() if n["class_type"] == "UniDiffSampler"]
+        assert (run["steps"], run["guidance"], run["width"], run["height"], run["seed"]) == \
+            (mini_samples.STEPS, mini_samples.guidance(twin), 0, 0, 0), twin  # 0 x 0: the checkpoint's 64²
+        for text in (n["inputs"] for n in api.values() if n["class_type"] == "UniDiffTextEncode"):
+            assert (text["negative_prompt"], text["use_task_negative"]) == ("", False), twin  # the evaluator's ""
+
+
+def test_mini_inputs_are_the_held_out_pictures():
+    """inputs/mini/ holds what make_inputs.py draws (pixels, not bytes: PNG compression may vary)."""
+    from PIL import Image
+
+    expected = {}
+    for twin in mini_samples.TWINS:
+        expected.update(mini_samples.given_images(twin))
+    folder = WF / "inputs" / mini_samples.INPUT_DIR
+    assert sorted(p.name for p in folder.iterdir()) == sorted(expected), "run python example_workflows/make_inputs.py"
+    for name, pixels in expected.items():
+        with Image.open(folder / name) as im:
+            assert np.array_equal(np.asarray(im), pixels), f"inputs/mini/{name} is stale"
+
+
+def _frames_equal(a, b) -> bool:
+    if (a.image is None) != (b.image is None) or (a.latent is None) != (b.latent is None) or a.kind != b.kind:
+        return False
+    if a.image is not None:
+        ta, tb = (torch.as_tensor(np.asarray(x, np.float32)).reshape(-1, 3) for x in (a.image, b.image))
+        return torch.equal(ta, tb)
+    return a.latent is None or torch.equal(a.latent.float(), b.latent.float())
+
+
+@pytest.mark.parametrize("twin", sorted(mini_samples.TWINS))
+def test_mini_twin_asks_for_the_evaluators_request(twin):
+    """The twin's nodes form the request training.evaluate runs for its held-out sample (inputs as the PNGs
+    hold them): same prompt, frames, labels and cameras, so both paths sample the same thing."""
+    from dataclasses import replace
+
+    prompt = read(WF / "api" / f"{twin}.json")
+    sampler_id = next(k for k, n in prompt.items() if n["class_type"] == "UniDiffSampler")
+    upstream = {k: v for k, v in prompt.items() if v["class_type"] not in ("UniDiffLoader", "UniDiffSampler")
+                and not v["class_type"].startswith("UniDiffDecode") and k != sampler_id
+                and v["class_type"] not in OUTPUT_NODES | {"MaskToImage"}}
+    results = execute(upstream)
+    inputs = prompt[sampler_id]["inputs"]
+    sampler_mod = importlib.import_module(f"{pack.__name__}.nodes.sampler")
+    frames = results[inputs["frames"][0]][inputs["frames"][1]] if "frames" in inputs else None
+    text = results[inputs["text"][0]][inputs["text"][1]]
+    got = sampler_mod.task_request(text, frames, 64, 64, inputs["steps"], inputs["guidance"])
+    sample = mini_samples.png_sample(twin)
+    want = replace(sample.request, steps=mini_samples.STEPS, guidance=mini_samples.guidance(twin), negative_prompt="")
+    assert got.prompt == want.prompt
+    assert (got.negative_prompt, got.steps, got.guidance, got.height, got.width) == \
+        (want.negative_prompt, want.steps, want.guidance, want.height, want.width)
+    assert [(lab.label, lab.hex) for lab in got.labels] == [(lab.label, lab.hex) for lab in want.labels]
+    assert len(got.frames) == len(want.frames)
+    bad = [i for i, (a, b) in enumerate(zip(got.frames, want.frames)) if not _frames_equal(a, b)]
+    assert not bad, f"frames {bad} differ"
 
 
 # ------------------------------------------------------------------------------------ UI files

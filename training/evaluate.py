@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import textwrap
 import time
 import zlib
 from dataclasses import replace
@@ -163,13 +165,39 @@ def grid_row(sample, pred, size):
     return np.concatenate(parts, axis=1)
 
 
-def save_grid(rows, path: Path, scale: int = 2):
-    from PIL import Image
+def caption_of(sample) -> str:
+    """The words of a sample's prompt without its task and frame tokens: the caption of frame 0 where each
+    frame has its own (what the model was asked for)."""
+    prompt = sample.prompt
+    if "[[img0]]" in prompt:
+        prompt = re.split(r"\[\[img\d+\]\]", prompt.split("[[img0]]", 1)[1])[0]
+    return " ".join(re.sub(r"\[\[[^\]]*\]\]|<[^>]*>", " ", prompt).split())
 
-    width = max(r.shape[1] for r in rows)
-    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=1.0) for r in rows]
-    img = (np.clip(np.concatenate(rows, 0), 0, 1) * 255).round().astype(np.uint8)
-    Image.fromarray(img).resize((img.shape[1] * scale, img.shape[0] * scale), Image.NEAREST).save(path)
+
+def save_grid(rows, path: Path, scale: int = 2, captions=None):
+    """Rows of pictures, each followed by its caption (when one is given) so a reader can judge the picture."""
+    from PIL import Image, ImageDraw
+
+    width = max(r.shape[1] for r in rows) * scale
+    captions = captions or [""] * len(rows)
+    chars = max(8, width // 6)  # PIL's default bitmap font is about 6 px wide
+    blocks = []
+    for row, text in zip(rows, captions):
+        pixels = (np.clip(row, 0, 1) * 255).round().astype(np.uint8)
+        picture = Image.fromarray(pixels).resize((row.shape[1] * scale, row.shape[0] * scale), Image.NEAREST)
+        lines = textwrap.wrap(text, chars)
+        block = Image.new("RGB", (width, picture.height + 4 + 11 * len(lines) + (2 if lines else 0)), "white")
+        block.paste(picture, (0, 0))
+        draw = ImageDraw.Draw(block)
+        for i, line in enumerate(lines):
+            draw.text((1, picture.height + 2 + 11 * i), line, fill="black")
+        blocks.append(block)
+    img = Image.new("RGB", (width, sum(b.height for b in blocks)), "white")
+    y = 0
+    for b in blocks:
+        img.paste(b, (0, y))
+        y += b.height
+    img.save(path)
 
 
 # ------------------------------------------------------------------------------ main
@@ -191,7 +219,7 @@ def evaluate(checkpoint, tasks=None, samples: int = 16, steps: int = 20, out: Pa
     for task in tasks:
         t0 = time.time()
         scores = {"model": [], "baseline": [], "ceiling": []}
-        rows, cache_stats = [], []
+        rows, captions, cache_stats = [], [], []
         for k, seed in enumerate(seeds_for(task, samples)):
             sample = make_sample(task, seed, size, views=4 if task in ("image2multiview", "text2multiview") else None)
             other = make_sample(task, seed + 50_000, size, views=4 if "multiview" in task else None)
@@ -201,6 +229,7 @@ def evaluate(checkpoint, tasks=None, samples: int = 16, steps: int = 20, out: Pa
             scores["ceiling"].append(score(sample, ceiling_frames(sample, pipe.vae)))
             if k < grid_rows:
                 rows.append(grid_row(sample, pred, size))
+                captions.append(caption_of(sample))
         metrics = {}
         for name in scores["model"][0]:
             metrics[name] = {who: round(float(np.mean([s[name] for s in scores[who]])), 4) for who in scores}
@@ -216,7 +245,7 @@ def evaluate(checkpoint, tasks=None, samples: int = 16, steps: int = 20, out: Pa
         log(f"{task:24s} {head:14s} model {m['model']:8.4f}  baseline {m['baseline']:8.4f}  ceiling {m['ceiling']:8.4f}"
             f"  ({time.time() - t0:.0f} s)")
         if out is not None and rows:
-            save_grid(rows, Path(out) / f"{task}.png")
+            save_grid(rows, Path(out) / f"{task}.png", captions=captions)
     # the folder's name, not its path: the record holds no path of the machine it ran on
     report = {"checkpoint": Path(checkpoint).name, "size": size, "steps": steps, "sampler": sampler,
               "step_cache": step_cache, "fp8": fp8, "transformer_weight_bytes": fp8_bytes(pipe.transformer),

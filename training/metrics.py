@@ -185,8 +185,14 @@ def pose_scores(pred_frame, figure) -> dict:
 def camera_scores(rays_view0, rays_pred, request, truth) -> dict:
     cams = outputs.cameras_from_ray_latents(torch.stack([torch.as_tensor(rays_view0), torch.as_tensor(rays_pred)]),
                                             request.views, focal=request.focal)
-    az = (cams[1]["azimuth"] - truth["azimuths"][1] + 180) % 360 - 180
-    return {"azimuth_err": float(abs(az)), "elevation_err": float(abs(cams[1]["elevation"] - truth["elevations"][1]))}
+    return camera_errors(cams, truth)
+
+
+def camera_errors(cameras, truth) -> dict:
+    """Angle errors of view 1's decoded camera ({"azimuth", "elevation"} in degrees, as Decode Cameras writes)."""
+    az = (cameras[1]["azimuth"] - truth["azimuths"][1] + 180) % 360 - 180
+    elevation = cameras[1]["elevation"] - truth["elevations"][1]
+    return {"azimuth_err": float(abs(az)), "elevation_err": float(abs(elevation))}
 
 
 # ------------------------------------------------------------------------------ per task
