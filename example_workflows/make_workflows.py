@@ -476,13 +476,16 @@ WORKFLOWS = {
     "text2multiview": text2multiview,
     "camera_estimation": camera_estimation,
     "custom_image_and_depth": custom_image_and_depth,
-    "text2image_lora": text2image_lora,
     "mmgen_category": mmgen("category", class_label="golden retriever"),
     "mmgen_rgb2x": mmgen("rgb2x", "garden.png", "rgb"),
     "mmgen_depth2x": mmgen("depth2x", "garden_depth.png", "depth", guidance=1.8),
     "mmgen_normal2x": mmgen("normal2x", "garden_normal.png", "normal", guidance=1.8),
     "mmgen_mask2x": mmgen("mask2x", "garden_semantic.png", "mask", guidance=1.8),
 }
+
+
+# Workflows of UniDiff-Mini that mirror no OneDiffusion example (so they have no twin).
+MINI_ONLY = {"text2image_lora": text2image_lora}
 
 
 # ------------------------------------------------------------------------------------ UniDiff-Mini twins
@@ -529,9 +532,9 @@ def mini_twin(twin: str):
 
 def build(name: str, pack=None) -> Graph:
     pack = pack or load_pack()
-    if name in WORKFLOWS:
+    if name in WORKFLOWS or name in MINI_ONLY:
         g = Graph(name, pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS)
-        WORKFLOWS[name](g)
+        {**WORKFLOWS, **MINI_ONLY}[name](g)
         return g
     import mini_samples as ms
 
@@ -544,10 +547,10 @@ def build(name: str, pack=None) -> Graph:
 
 
 def names() -> list[str]:
-    """Every workflow: the OneDiffusion and MMGen examples, then the UniDiff-Mini twins."""
+    """Every workflow: the OneDiffusion and MMGen examples, Mini's own, then the UniDiff-Mini twins."""
     import mini_samples as ms
 
-    return list(WORKFLOWS) + list(ms.TWINS)
+    return list(WORKFLOWS) + list(MINI_ONLY) + list(ms.TWINS)
 
 
 def main():
