@@ -13,10 +13,14 @@ Transformer weights: 4,084,128 bytes with fp8 vs 14,192,544 in float32 (ratio 0.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 import pytest
 import torch
 
 from training.evaluate import evaluate, resolve_checkpoint
+from unidiff_core.onediffusion import outputs
 
 TASKS = {"image2depth": "abs_rel", "image2hed": "edge_f1"}  # read off an image: no guidance, exact targets
 SAMPLES = 2
@@ -44,3 +48,42 @@ def test_fp8_keeps_the_metric_close_to_float32(reports, task):
     margin = abs(ref["model"] - ref["baseline"])
     for a, b in zip(ref["per_sample"]["model"], fp8["per_sample"]["model"]):
         assert abs(b - a) <= SHARE_OF_MARGIN * margin, (task, name, a, b, margin)
+
+
+# ------------------------------------------------------------------------------ the CLI's --weight-format
+def test_cli_weight_format_fp8_draws_what_the_library_fp8_path_draws(tmp_path):
+    from PIL import Image
+
+    from unidiff_core.cli import main
+    from unidiff_core.onediffusion.pipeline import UniDiffPipeline
+    from unidiff_core.onediffusion.requests import TaskInputs
+    from unidiff_core.onediffusion.tasks import build_request
+
+    torch.set_num_threads(1)
+    caption = "a large red circle at the left on a white background"
+    code = main(["run", "--checkpoint", "mini", "--weight-format", "fp8_e4m3", "--task", "text2image",
+                 "--caption", caption, "--steps", "4", "--cfg", "1", "--out", str(tmp_path)])
+    assert code == 0
+    drawn = np.asarray(Image.open(sorted(tmp_path.glob("*.png"))[0]))
+    request = build_request("text2image", TaskInputs(height=64, width=64, caption=caption))
+    request = replace(request, steps=4, guidance=1.0, negative_prompt="")
+
+    def library(weight_dtype):  # the same request through the pipeline the Loader builds
+        pipe = UniDiffPipeline.from_pretrained(resolve_checkpoint("mini"), weight_dtype=weight_dtype)
+        image = outputs.decode_result(pipe, request, pipe.generate(**request.generate_kwargs(), seed=0)).images[0][0]
+        return (image.numpy() * 255).round().astype(int)
+
+    assert np.abs(drawn.astype(int) - library("fp8")).max() <= 1  # 8-bit rounding
+    assert np.abs(drawn.astype(int) - library(None)).max() > 1  # and not the float32 weights' picture
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--checkpoint", "tiny"], "is for OneDiffusion checkpoints"),
+    (["--checkpoint", "mini", "--lora", "models/loras/UniDiff-Mini-teal.safetensors"], "use one of the two"),
+])
+def test_cli_weight_format_fp8_refuses_what_it_cannot_do(extra, message, tmp_path, capsys):
+    from unidiff_core.cli import main
+
+    code = main(["run", *extra, "--weight-format", "fp8_e4m3", "--task", "text2image", "--caption", "a circle",
+                 "--steps", "1", "--out", str(tmp_path)])
+    assert code == 2 and message in capsys.readouterr().err

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     model.add_argument("--device", default="cuda" if _cuda() else "cpu")
     model.add_argument("--threads", type=int, help="CPU threads for torch")
+    model.add_argument("--weight-format", default="default", choices=["default", "fp8_e4m3"],
+                       help="as the Loader's weight_format: fp8_e4m3 stores the transformer blocks' weights in fp8 "
+                            "(a quarter of fp32's bytes), upcast one layer at a time to --dtype (OneDiffusion)")
     model.add_argument("--lora", action="append", default=[], type=_lora, metavar="FILE[:STRENGTH]",
                        help="a LoRA of the transformer (python -m training.train --lora-rank R writes one), merged "
                             "into the loaded weights at STRENGTH (default 1; 0 = off); repeatable")
@@ -178,8 +181,9 @@ def load_pipeline(args):
         pipe = tiny_pipeline(dtype=parse_dtype(args.dtype), device=args.device)
     else:
         pipeline_class = family_of(args.checkpoint).pipeline_class()
+        fp8 = {"weight_dtype": "fp8"} if args.weight_format == "fp8_e4m3" else {}
         pipe = pipeline_class.from_pretrained(args.checkpoint, dtype=args.dtype, device=args.device, vae=args.vae,
-                                              text_encoder=args.text_encoder, tokenizer=args.tokenizer)
+                                              text_encoder=args.text_encoder, tokenizer=args.tokenizer, **fp8)
     if args.lora:
         from .onediffusion.lora import load_lora, merge_loras
 
@@ -225,6 +229,13 @@ def apply_checkpoint_defaults(args) -> None:
 
 def run(args) -> int:
     apply_checkpoint_defaults(args)
+    if args.weight_format != "default":
+        if args.checkpoint == "tiny" or is_mmgen_checkpoint(args.checkpoint):
+            raise ValueError(f"--weight-format {args.weight_format} is for OneDiffusion checkpoints (Mini included), "
+                             f"not {Path(args.checkpoint).name!r}; leave it at default")
+        if args.lora:
+            raise ValueError(f"--lora merges into the stored weights and --weight-format {args.weight_format} "
+                             "stores them in fp8: use one of the two (default weights with --lora)")
     if args.checkpoint != "tiny" and is_mmgen_checkpoint(args.checkpoint):
         if args.lora:
             raise ValueError("--lora applies to OneDiffusion transformers; this checkpoint is MMGen")
