@@ -348,6 +348,8 @@ def test_lora_demo_folder_and_metric(tmp_path):
     assert WORD not in COLORS  # a word the generator (and so Mini) never used
     data = FolderData(write_folder(tmp_path / "teal", 5, 64), "text2image", 64)
     assert len(data) == 5 and all(WORD in caption for _, _, caption in data.items)
+    mixed = FolderData(write_folder(tmp_path / "mixed", 5, 64, replay=3), "text2image", 64)  # prior preservation
+    assert len(mixed) == 8 and sum(WORD in caption for _, _, caption in mixed.items) == 5
     for _, scene in word_scenes(10, 4):
         sample = word_sample(scene, 64)
         assert WORD in sample.prompt and sample.prompt.startswith("[[text2image]]")

@@ -4,7 +4,7 @@
 
 1. writes a user folder (`training/data/folder.py` format: images/ + captions.txt) of generated text2image scenes
    in which shapes are teal, a colour outside the generator's palette (so outside Mini's training), captioned
-   "a teal circle ...";
+   "a teal circle ...", and as many ordinary scenes (prior preservation, against forgetting);
 2. scores Mini on held-out teal scenes: teal_acc = the share of teal objects found as teal blobs at their place
    (the evaluation's attribute detector with teal added to its colour table), plus the usual text2image
    attribute accuracy on ordinary held-out scenes (does the LoRA make Mini forget?);
@@ -73,13 +73,17 @@ def word_scenes(start: int, count: int) -> list:
     return out
 
 
-def write_folder(folder: Path, count: int, size: int) -> Path:
-    """The training folder: images/<seed>.png and captions.txt (the documented user format)."""
+def write_folder(folder: Path, count: int, size: int, replay: int = 0) -> Path:
+    """The training folder: images/<seed>.png and captions.txt (the documented user format): `count` word
+    scenes, plus `replay` ordinary generated scenes (prior preservation: the LoRA keeps seeing what Mini
+    already draws, so it learns the word without unlearning the rest)."""
     from PIL import Image
 
     (folder / "images").mkdir(parents=True, exist_ok=True)
     lines = []
-    for seed, scene in word_scenes(0, count):  # training seeds: the bottom of TRAIN_SEEDS
+    word = word_scenes(0, count)  # training seeds: the bottom of TRAIN_SEEDS
+    plain = [(seed, sample_scene(seed)) for seed in range(word[-1][0] + 1, word[-1][0] + 1 + replay)]
+    for seed, scene in word + plain:
         name = f"{seed:06d}.png"
         pixels = (render(scene, size, COLORS_WITH_WORD).image * 255).round().astype(np.uint8)
         Image.fromarray(pixels).save(folder / "images" / name)
@@ -114,7 +118,7 @@ def measure(pipe, word_samples, plain_samples, steps):
 
 
 def run(checkpoint: str, out: Path, steps: int | None = None, samples: int = 24, train_images: int = 400,
-        eval_steps: int = 20, rank: int = 8, docs: Path | None = None, publish: Path | None = None,
+        replay_images: int = 400, eval_steps: int = 20, rank: int = 8, docs: Path | None = None, publish: Path | None = None,
         threads: int = 1, command: str = "", log=print) -> dict:
     from unidiff_core.onediffusion.pipeline import UniDiffPipeline
 
@@ -135,7 +139,7 @@ def run(checkpoint: str, out: Path, steps: int | None = None, samples: int = 24,
         f"  ({time.time() - t0:.0f} s)")
 
     recipe = load_recipe(RECIPE, steps=steps, threads=threads, size=size)
-    folder = write_folder(out / "data", train_images, size)
+    folder = write_folder(out / "data", train_images, size, replay_images)
     data = FolderData(folder, "text2image", size)
     summary = train(recipe, out, init=ckpt, lora={"rank": rank, "alpha": float(rank), "name": LORA_NAME}, data=data,
                     progress=False)
@@ -149,7 +153,7 @@ def run(checkpoint: str, out: Path, steps: int | None = None, samples: int = 24,
         f"  ({time.time() - t0:.0f} s)")
 
     report = {"checkpoint": ckpt.name, "word": WORD, "rgb": list(RGB), "lora": LORA_NAME + ".safetensors",
-              "rank": rank, "train_images": len(data), "eval_steps": eval_steps,
+              "rank": rank, "train_images": len(data), "replay_images": replay_images, "eval_steps": eval_steps,
               "train": dict(summary, init=ckpt.name),  # the folder's name: no path of this machine in the record
               "guidance": TEXT_TASKS["text2image"], "heldout_samples": samples,
               "heldout_seeds": [held[0][0], held[-1][0]], "metric": f"{WORD}_acc: share of {WORD} objects found as "
@@ -176,6 +180,8 @@ def main(argv=None):
     p.add_argument("--steps", type=int, help="override the recipe's step count (e.g. 20 for a quick check)")
     p.add_argument("--samples", type=int, default=24, help="held-out samples per metric")
     p.add_argument("--train-images", type=int, default=400, help="images in the generated training folder")
+    p.add_argument("--replay-images", type=int, default=400,
+                   help="ordinary generated scenes mixed into the folder so the LoRA does not unlearn them (0 = none)")
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--docs", default=str(ROOT / "docs" / "mini"), help="where lora_demo.json/png go")
     p.add_argument("--publish", nargs="?", const=str(ROOT / "models" / "loras"), default=None,
@@ -184,8 +190,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     given = sys.argv[1:] if argv is None else list(argv)  # recorded with folder names only, no machine paths
     command = " ".join(["python -m training.lora_demo"] + [Path(g).name if "/" in g else g for g in given])
-    report = run(a.checkpoint, Path(a.out), a.steps, a.samples, a.train_images, rank=a.rank, docs=Path(a.docs),
-                 publish=Path(a.publish) if a.publish else None, threads=a.threads, command=command)
+    report = run(a.checkpoint, Path(a.out), a.steps, a.samples, a.train_images, a.replay_images, rank=a.rank,
+                 docs=Path(a.docs), publish=Path(a.publish) if a.publish else None, threads=a.threads, command=command)
     print(json.dumps({when: {k: v for k, v in report[when].items() if k != "per_sample"}
                       for when in ("before", "after")}, indent=2))
 
