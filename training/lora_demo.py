@@ -4,7 +4,7 @@
 
 1. writes a user folder (`training/data/folder.py` format: images/ + captions.txt) of generated text2image scenes
    in which shapes are teal, a colour outside the generator's palette (so outside Mini's training), captioned
-   "a teal circle ...", and as many ordinary scenes (prior preservation, against forgetting);
+   "a teal circle ...", plus `--replay-images` ordinary scenes (prior preservation; none by default);
 2. scores Mini on held-out teal scenes: teal_acc = the share of teal objects found as teal blobs at their place
    (the evaluation's attribute detector with teal added to its colour table), plus the usual text2image
    attribute accuracy on ordinary held-out scenes (does the LoRA make Mini forget?);
@@ -118,8 +118,8 @@ def measure(pipe, word_samples, plain_samples, steps):
 
 
 def run(checkpoint: str, out: Path, steps: int | None = None, samples: int = 24, train_images: int = 400,
-        replay_images: int = 400, eval_steps: int = 20, rank: int = 8, docs: Path | None = None, publish: Path | None = None,
-        threads: int = 1, command: str = "", log=print) -> dict:
+        replay_images: int = 0, eval_steps: int = 20, rank: int = 8, docs: Path | None = None,
+        publish: Path | None = None, threads: int = 1, command: str = "", log=print) -> dict:
     from unidiff_core.onediffusion.pipeline import UniDiffPipeline
 
     from .train import load_recipe, train
@@ -180,8 +180,9 @@ def main(argv=None):
     p.add_argument("--steps", type=int, help="override the recipe's step count (e.g. 20 for a quick check)")
     p.add_argument("--samples", type=int, default=24, help="held-out samples per metric")
     p.add_argument("--train-images", type=int, default=400, help="images in the generated training folder")
-    p.add_argument("--replay-images", type=int, default=400,
-                   help="ordinary generated scenes mixed into the folder so the LoRA does not unlearn them (0 = none)")
+    p.add_argument("--replay-images", type=int, default=0,
+                   help="ordinary generated scenes mixed into the folder (prior preservation; docs/training.md has "
+                        "what 400 did)")
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--docs", default=str(ROOT / "docs" / "mini"), help="where lora_demo.json/png go")
     p.add_argument("--publish", nargs="?", const=str(ROOT / "models" / "loras"), default=None,
