@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from training.compare import CLEAR_Z, baseline_z
 from training.evaluate import evaluate, resolve_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,16 +60,6 @@ NOT_BEATEN: dict[str, tuple[str, float, float]] = {
 
 
 RECORD = ROOT / "docs" / "mini" / "metrics.json"
-CLEAR_Z = 2.0  # a clear win: the mean paired margin over the record's samples exceeds two standard errors
-
-
-def paired_z(metric: dict) -> float:
-    """Mean over standard error of the per-sample margins of Mini over the baseline (positive = Mini better)."""
-    sign = 1 if metric["higher_is_better"] else -1
-    d = [sign * (m - b) for m, b in zip(metric["per_sample"]["model"], metric["per_sample"]["baseline"])]
-    mean = sum(d) / len(d)
-    se = (sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d)) ** 0.5
-    return mean / max(se, 1e-12)
 
 
 def test_asserted_tasks_are_the_clear_wins_of_the_record():
@@ -78,7 +69,7 @@ def test_asserted_tasks_are_the_clear_wins_of_the_record():
     assert set(MEASURED) | set(NOT_BEATEN) == set(record)
     for task, (name, model, baseline) in MEASURED.items():
         metric = record[task]["metrics"][name]
-        assert paired_z(metric) > CLEAR_Z, (task, paired_z(metric))
+        assert baseline_z(metric) > CLEAR_Z, (task, baseline_z(metric))
         first = [sum(metric["per_sample"][who][:SAMPLES]) / SAMPLES for who in ("model", "baseline")]
         assert first == pytest.approx([model, baseline], abs=1e-4), task  # MEASURED is the record's first seeds
 

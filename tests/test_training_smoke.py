@@ -103,3 +103,20 @@ def test_fine_tuning_starts_from_a_checkpoint_and_keeps_its_parts(run, tmp_path)
     assert torch.equal(tuned.vae.basis, base.vae.basis)  # the codec is kept, not refitted
     changed = [k for k, v in tuned.transformer.state_dict().items() if not torch.equal(v, base.transformer.state_dict()[k])]
     assert changed  # the weights moved
+
+
+def test_continuing_mini_draws_samples_the_first_run_never_saw():
+    """mini_continue.json (seed 1) and a further run with --seed 2 go on from Mini on new training samples."""
+    from training.train import sample_seed
+
+    recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
+
+    def drawn(recipe):
+        return {sample_seed(recipe, step, micro, b, process, 2) for step in range(recipe["steps"])
+                for micro in range(recipe["micro_batches"]) for b in range(recipe["batch_size"]) for process in (0, 1)}
+
+    first = drawn(load_recipe(recipes / "mini.json"))
+    second = drawn(load_recipe(recipes / "mini_continue.json"))
+    third = drawn(load_recipe(recipes / "mini_continue.json", seed=2))
+    assert len(first) == 4000 * 2 * 8 * 2 and len(second) == 2600 * 2 * 8 * 2
+    assert not first & second and not first & third and not second & third

@@ -464,6 +464,8 @@ def main(argv=None):
     p.add_argument("--window-minutes", type=float,
                    help="stop this session after N minutes (state saved; go on later with --resume)")
     p.add_argument("--threads", type=int, help="override the recipe's thread count")
+    p.add_argument("--seed", type=int, help="override the recipe's seed: other training samples and task draws "
+                                            "(a further run from --init sees new data)")
     p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], help="override the recipe's precision")
     p.add_argument("--no-progress", action="store_true")
     ft = p.add_argument_group("fine-tuning (with --init)")
@@ -480,7 +482,7 @@ def main(argv=None):
                    help="recompute each block's activations in the backward pass (less memory, ~1/3 more compute)")
     a = p.parse_args(argv)
     recipe = load_recipe(a.recipe, steps=a.steps, max_minutes=a.max_minutes, threads=a.threads,
-                         mixed_precision=a.mixed_precision, lr=a.lr)
+                         mixed_precision=a.mixed_precision, lr=a.lr, seed=a.seed)
     if (a.data is None) != (a.task is None):
         p.error("--data and --task go together")
     lora = data = None
