@@ -1,6 +1,8 @@
 """The fixed pixel-space codec: exact round trip of latents, loads through the pack's VAE loader, and the
 pipeline's tiled decode gives the same pixels."""
 
+from pathlib import Path
+
 import torch
 
 from unidiff_core.onediffusion.loading import load_vae
@@ -75,3 +77,84 @@ def test_codec_without_channel_std_loads_as_before(tmp_path):
     assert torch.equal(loaded.channel_std, torch.ones(16))
     z = torch.randn(1, 16, 2, 2)
     assert torch.allclose(loaded.decode_pixels(z), codec.decode_pixels(z))
+
+
+# ------------------------------------------------------------------------------ decoder refiner
+def _refined(seed=0, width=8, layers=3):
+    from unidiff_core.onediffusion.pixel_codec import DecoderRefiner
+
+    codec = _codec(seed)
+    codec.refiner = DecoderRefiner(16, 8, width, layers)
+    return codec
+
+
+def test_untrained_refiner_is_the_linear_decode_and_encoding_is_unchanged():
+    codec = _refined()
+    z = torch.randn(2, 16, 3, 4, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(codec.decode_pixels(z), codec.decode_linear(z))  # zero last layer: the identity
+    assert torch.allclose(codec.encode(codec.decode_linear(z)), z, atol=1e-5)
+
+
+def test_refiner_saves_loads_and_decodes_alike(tmp_path):
+    import json
+
+    codec = _refined()
+    with torch.no_grad():
+        codec.refiner.out.weight.normal_(0, 0.1)  # a refiner that changes pixels
+    z = torch.randn(1, 16, 2, 3, generator=torch.Generator().manual_seed(3))
+    assert not torch.allclose(codec.decode_pixels(z), codec.decode_linear(z))
+    codec.save_pretrained(tmp_path / "vae")
+    assert json.loads((tmp_path / "vae" / "config.json").read_text())["refiner"] == {"width": 8, "layers": 3}
+    loaded = load_vae(tmp_path / "vae")
+    assert torch.equal(loaded.decode_pixels(z), codec.decode_pixels(z))
+    assert torch.equal(loaded.decode(z), codec.decode(z))
+
+
+def test_refiner_needs_two_layers():
+    import pytest
+
+    from unidiff_core.onediffusion.pixel_codec import DecoderRefiner
+
+    with pytest.raises(ValueError, match="at least 2 layers"):
+        DecoderRefiner(16, 8, 8, 1)
+
+
+def test_trained_refiner_reconstructs_unseen_frames_better_than_the_linear_decode():
+    from training.data.samples import as_tensor
+    from training.parts import corpus, fit_codec, train_refiner
+
+    tasks = ["text2image", "image2semanticmap", "image2pose"]
+    codec = fit_codec(tasks, range(120), size=32, per_channel=False)
+    train_refiner(codec, tasks, range(120), size=32, width=16, layers=4, steps=600, batch=8, seed=0)
+    frames = torch.stack([as_tensor(v) for s in corpus(tasks, range(500, 530), 32)
+                          for v in s.frame_values()]) * 2 - 1  # seeds neither fit saw
+    z = codec.encode(frames)
+    linear = torch.mean((codec.decode_linear(z) - frames) ** 2)
+    refined = torch.mean((codec.decode_pixels(z) - frames) ** 2)
+    # Measured 0.76 of the linear decode's error (2026-12-02); asked: clearly lower, at least 10 %.
+    assert refined < 0.9 * linear, (float(refined), float(linear))
+
+
+def test_refiner_command_adds_a_refiner_in_place_and_refuses_a_learned_vae(tmp_path, capsys):
+    import json
+
+    import pytest
+
+    from training.refiner import main
+
+    fitted = _codec()
+    fitted.save_pretrained(tmp_path / "ckpt" / "vae")
+    recipe = json.loads((Path(__file__).parent.parent / "training" / "recipes" / "tiny.json").read_text())
+    recipe_file = tmp_path / "recipe.json"
+    recipe_file.write_text(json.dumps(recipe))
+    main(["--checkpoint", str(tmp_path / "ckpt"), "--recipe", str(recipe_file)])
+    loaded = load_vae(tmp_path / "ckpt" / "vae")
+    assert loaded.refiner is not None and loaded.refiner.width == recipe["refiner"]["width"]
+    assert torch.equal(loaded.basis, fitted.basis)  # the encoder is untouched
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["vae"]  # no half-written folder left
+
+    (tmp_path / "learned" / "vae").mkdir(parents=True)
+    (tmp_path / "learned" / "vae" / "config.json").write_text('{"_class_name": "AutoencoderKL"}')
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", str(tmp_path / "learned")])
+    assert "not a pixel-codec folder" in capsys.readouterr().err

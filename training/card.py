@@ -42,6 +42,11 @@ def write_card(checkpoint: Path, metrics: dict, command: str, machine: str, note
     guided = ", ".join(f"{g} for {t}" for t, g in TEXT_TASKS.items())
     processes = f"{summary['processes']} process" + ("es" if summary["processes"] > 1 else "")
     threads = f"{summary['threads']} thread" + ("s" if summary["threads"] > 1 else "") + " each"
+    refiner = json.loads((checkpoint / "vae" / "config.json").read_text()).get("refiner")
+    refiner_line = "" if not refiner else (
+        f"\n  The decode is followed by a learned refiner ({refiner['layers']} convolution layers of width "
+        f"{refiner['width']}, fitted to the codec on generated frames; `training.parts.train_refiner`), which puts "
+        "back the edges that 16 numbers per patch blur.")
     text = f"""---
 license: apache-2.0
 tags: [onediffusion, unidiff, multi-task, diffusion, synthetic]
@@ -61,7 +66,7 @@ nothing of photographs. How well it does each task, against a trivial baseline, 
 * Text encoder: T5 encoder, {params['text_encoder'] / 1e6:.2f} M parameters, trained jointly; SentencePiece
   tokenizer trained on the generated prompts (byte fallback).
 * "VAE": a fixed linear pixel codec (8×8 space-to-depth projected on 16 principal components of generated
-  patches; `vae/config.json` declares `LinearPatchCodec`). No learned autoencoder.
+  patches; `vae/config.json` declares `LinearPatchCodec`). No learned encoder.{refiner_line}
 * Declared defaults (`model_index.json`): {size}×{size}, negative prompt "" (the prompt it saw when dropped).
 * Size on disk: {folder_mib(checkpoint):.1f} MiB. Licence: Apache-2.0 (weights and code).
 

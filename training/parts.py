@@ -2,6 +2,8 @@
 
 * `fit_codec`: the pixel-space codec's fixed basis = the 16 principal components of 8x8 RGB patches
   of generated frames (a linear space-to-depth map; see unidiff_core/onediffusion/pixel_codec.py).
+* `train_refiner`: the codec's decoder refiner, a small conv net that sharpens the linear decode (edges of
+  shapes, label maps and stick figures); the encoder, and so the transformer's latents, stay as fitted.
 * `train_tokenizer`: a SentencePiece unigram model (T5's tokenizer format, so the reference pipeline
   can load it too) over generated prompts, with every task token as one piece and byte fallback
   for characters it never saw.
@@ -12,12 +14,13 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from unidiff_core.onediffusion.pixel_codec import LinearPatchCodec
+from unidiff_core.onediffusion.pixel_codec import DecoderRefiner, LinearPatchCodec
 from unidiff_core.onediffusion.tasks import TASKS
 
 from .data import make_sample
@@ -52,6 +55,40 @@ def fit_codec(tasks: list[str], seeds, size: int = 64, per_channel: bool = True)
         codec.channel_std.copy_(z.transpose(0, 1).reshape(LATENT_CHANNELS, -1).std(1))
     else:
         codec.scaling_factor = float(1.0 / z.std())
+    return codec
+
+
+def train_refiner(codec: LinearPatchCodec, tasks: list[str], seeds, size: int = 64, width: int = 32, layers: int = 4,
+                  steps: int = 1500, batch: int = 16, lr: float = 2e-3, latent_noise: float = 0.05, seed: int = 0,
+                  log=None) -> LinearPatchCodec:
+    """Fit a DecoderRefiner to the codec (set in place and returned): MSE between the refined decode of a
+    frame's latents and the frame, over every image frame of the samples. The latents get Gaussian noise of
+    `latent_noise` times their std, because the sampler's latents are never exactly a clean frame's.
+    Cosine learning rate, deterministic in `seed`."""
+    frames = [as_tensor(v) for s in corpus(tasks, seeds, size) for v in s.frame_values() if not isinstance(v, torch.Tensor)]
+    pixels = torch.stack(frames) * 2 - 1
+    codec.refiner = None
+    with torch.no_grad():
+        latents = codec.encode(pixels)
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    refiner = DecoderRefiner(codec.latent_channels, codec.patch_size, width, layers)
+    opt = torch.optim.AdamW(refiner.parameters(), lr, weight_decay=0.0)
+    spread = float(latents.std())
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        pick = torch.randint(len(pixels), (batch,), generator=generator)
+        z = latents[pick] + latent_noise * spread * torch.randn(latents[pick].shape, generator=generator)
+        with torch.no_grad():
+            linear = codec.decode_linear(z)
+        loss = torch.nn.functional.mse_loss(refiner(linear, z * codec.scaling_factor), pixels[pick])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if log is not None and (step % 250 == 0 or step == steps - 1):
+            log(f"decoder refiner step {step + 1}/{steps}: loss {loss.item():.5f}")
+    codec.refiner = refiner.eval().requires_grad_(False)
     return codec
 
 

@@ -190,10 +190,22 @@ def prepare_parts(recipe: dict, run: Path, accelerator) -> tuple[Path, Path]:
         top = TRAIN_SEEDS.stop
         codec = parts.fit_codec(tasks, range(top - recipe["codec_samples"], top), recipe["size"],
                                 per_channel=recipe.get("codec_per_channel", False))
+        if recipe.get("refiner"):
+            add_refiner(codec, recipe, log=accelerator.print)
         codec.save_pretrained(vae_dir)
         parts.train_tokenizer(tasks, range(top - 10 * recipe["tokenizer_prompts"], top, 10), tok_dir, recipe["size"])
     accelerator.wait_for_everyone()
     return vae_dir, tok_dir
+
+
+def add_refiner(codec, recipe: dict, log=None):
+    """The recipe's decoder refiner (`"refiner": {"width", "layers", "steps", "samples"}`) fitted to `codec`, from
+    the top of the training seed range like the codec itself: the same refiner for the same codec and recipe."""
+    settings = dict(recipe["refiner"])
+    samples = int(settings.pop("samples", 2000))
+    top = TRAIN_SEEDS.stop
+    return parts.train_refiner(codec, list(recipe["tasks"]), range(top - samples, top), recipe["size"], log=log,
+                               seed=recipe["seed"], **settings)
 
 
 def build_models(recipe: dict, tokenizer):
