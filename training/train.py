@@ -29,6 +29,7 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,7 @@ from .data.folder import FolderData
 from .data.samples import VARIABLE_COUNTS, as_tensor
 from .data.scenes import rng_for
 from .export import export_checkpoint
+from .matmul_precision import operations_for
 
 CSV_FIELDS = ("step", "task", "loss", "lr", "elapsed_s")
 
@@ -170,6 +172,39 @@ class Batcher:
         return sigma, timesteps
 
 
+@dataclass
+class MicroBatch:
+    """One task's `batch_size` samples as the loss takes them (CPU tensors)."""
+
+    task: str
+    x0: torch.Tensor  # (B, F, C, h, w) clean latents
+    generate: torch.Tensor  # (F,) bool: frames with a loss
+    sigma: torch.Tensor  # (B, F)
+    timesteps: torch.Tensor  # (B, F)
+    noise: torch.Tensor  # like x0
+    tokens: object  # the tokenizer's output: input_ids, attention_mask
+
+
+def frame_tokens(recipe: dict, cfg: NextDiTConfig) -> int:
+    """Transformer tokens of one frame at the recipe's size (latents are 1/8 of the pixels)."""
+    return (recipe["size"] // 8 // cfg.patch_size[1]) * (recipe["size"] // 8 // cfg.patch_size[2])
+
+
+def micro_batch(recipe: dict, batcher: Batcher, tokenizer, step: int, micro: int, process: int, processes: int,
+                tokens_per_frame: int) -> MicroBatch:
+    """Micro-batch `micro` of optimizer step `step` in process `process`: the recipe's task, its samples, prompt
+    dropout, noise levels and noise, all drawn from the step's seeds (the same batch on any machine)."""
+    task, views = pick_task(recipe, step, micro)
+    seeds = [sample_seed(recipe, step, micro, b, process, processes) for b in range(recipe["batch_size"])]
+    samples, x0, generate = batcher.make(task, views, seeds)
+    rng = rng_for(seeds[0], "noise")
+    prompts = ["" if rng.random() < recipe["prompt_dropout"] else s.prompt for s in samples]
+    sigma, timesteps = batcher.noise_levels(rng, len(samples), generate, tokens_per_frame, step)
+    noise = torch.from_numpy(rng.standard_normal(x0.shape, dtype=np.float32))
+    tokens = tokenizer(prompts, padding="longest", max_length=300, truncation=True, return_tensors="pt")
+    return MicroBatch(task, x0, generate, sigma, timesteps, noise, tokens)
+
+
 def flow_loss(transformer, states, mask, x0, generate, sigma, timesteps, noise):
     """Mean squared velocity error over the generated frames (given frames enter clean, carry no loss)."""
     s = sigma.to(x0)[:, :, None, None, None]
@@ -211,7 +246,7 @@ def add_refiner(codec, recipe: dict, log=None):
 def build_models(recipe: dict, tokenizer):
     torch.manual_seed(recipe["seed"])
     cfg = NextDiTConfig(**recipe["transformer"])
-    transformer = NextDiT(cfg)
+    transformer = NextDiT(cfg, operations=operations_for(recipe.get("matmul_dtype", "float32")))
     with torch.no_grad():  # start as the zero velocity: stable early steps (DiT practice)
         transformer.final_layer.linear.weight.zero_()
         transformer.final_layer.linear.bias.zero_()
@@ -364,7 +399,7 @@ def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True, 
     codec = codec.to(accelerator.device)
     batcher = Batcher(recipe, codec, DEFAULT_SCHEDULER_CONFIG, source=data.make_sample if data else make_sample)
     cfg = raw[0].config
-    tokens_per_frame = (recipe["size"] // 8 // cfg.patch_size[1]) * (recipe["size"] // 8 // cfg.patch_size[2])
+    tokens_per_frame = frame_tokens(recipe, cfg)
     csv_path = out / "losses.csv"
     new_csv = not csv_path.exists() or start_step == 0
     log = open(csv_path, "w" if new_csv else "a", newline="")
@@ -390,22 +425,15 @@ def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True, 
         for g, base in zip(opt.param_groups, base_lrs):
             g["lr"] = base * lr_at(recipe, step, trained_s + time.time() - t0)
         for micro in range(recipe["micro_batches"]):
-            task, views = pick_task(recipe, step, micro)
-            seeds = [sample_seed(recipe, step, micro, b, accelerator.process_index, accelerator.num_processes)
-                     for b in range(recipe["batch_size"])]
-            samples, x0, generate = batcher.make(task, views, seeds)
-            rng = rng_for(seeds[0], "noise")
-            prompts = ["" if rng.random() < recipe["prompt_dropout"] else s.prompt for s in samples]
-            sigma, timesteps = batcher.noise_levels(rng, len(samples), generate, tokens_per_frame, step)
-            noise = torch.from_numpy(rng.standard_normal(x0.shape, dtype=np.float32))
-            tokens = tokenizer(prompts, padding="longest", max_length=300, truncation=True, return_tensors="pt")
-            device = accelerator.device
+            batch = micro_batch(recipe, batcher, tokenizer, step, micro, accelerator.process_index,
+                                accelerator.num_processes, tokens_per_frame)
+            task, tokens, device = batch.task, batch.tokens, accelerator.device
             with accelerator.autocast():
                 with torch.set_grad_enabled(lora is None):  # a frozen encoder keeps no activations
                     states = text(input_ids=tokens.input_ids.to(device),
                                   attention_mask=tokens.attention_mask.to(device))[0]
-                loss = flow_loss(transformer, states, tokens.attention_mask.to(device), x0.to(device), generate,
-                                 sigma, timesteps, noise.to(device))
+                loss = flow_loss(transformer, states, tokens.attention_mask.to(device), batch.x0.to(device),
+                                 batch.generate, batch.sigma, batch.timesteps, batch.noise.to(device))
             accelerator.backward(loss / recipe["micro_batches"])
             value = float(accelerator.gather(loss.detach()[None]).mean())
             recent.append(value)
@@ -431,7 +459,8 @@ def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True, 
     summary = {"recipe": recipe["name"], "steps": step, "train_minutes": round(elapsed / 60, 2),
                "samples_seen": step * recipe["micro_batches"] * recipe["batch_size"] * accelerator.num_processes,
                "processes": accelerator.num_processes, "threads": recipe["threads"],
-               "mixed_precision": recipe["mixed_precision"], "seed": recipe["seed"],
+               "mixed_precision": recipe["mixed_precision"], "matmul_dtype": recipe.get("matmul_dtype", "float32"),
+               "seed": recipe["seed"],
                "train_seeds": [TRAIN_SEEDS.start, TRAIN_SEEDS.stop], "init": str(init) if init else None,
                "data": f"{data.root.name} ({len(data)} {data.task} samples)" if data else None,
                "gradient_checkpointing": gradient_checkpointing}
