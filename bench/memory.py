@@ -16,13 +16,11 @@ from pathlib import Path
 
 import torch
 
+from unidiff_core.onediffusion.config import SD3_VAE_PARAMS, T5_XL_ENCODER_PARAMS
+
 GIB = 2 ** 30
 ROOT = Path(__file__).resolve().parent.parent
 
-# T5 v1.1 / flan-T5 XL encoder (d_model 2048, 24 layers, 32 heads x 64, gated FFN 5120, vocab 32128):
-# the spec's presumed text encoder (caption_channels 2048). Encoder weights only.
-T5_XL_ENCODER_PARAMS = 24 * (4 * 2048 * 2048 + 3 * 2048 * 5120 + 2 * 2048) + 32128 * 2048 + 2048 + 32 * 32
-SD3_VAE_PARAMS = 83_819_683  # AutoencoderKL with the SD3 VAE config (bench.models.SD3_VAE)
 
 
 # ---------------------------------------------------------------------------------------------- estimates

@@ -25,8 +25,7 @@ import json
 import numpy as np
 import torch
 
-from bench.memory import SD3_VAE_PARAMS, T5_XL_ENCODER_PARAMS
-from unidiff_core.onediffusion.config import REAL_CONFIG, NextDiTConfig
+from unidiff_core.onediffusion.config import REAL_CONFIG, SD3_VAE_PARAMS, T5_XL_ENCODER_PARAMS, NextDiTConfig
 from unidiff_core.onediffusion.loading import build_on_meta
 from unidiff_core.onediffusion.lora import target_modules
 from unidiff_core.onediffusion.model import TransformerBlock

@@ -165,3 +165,8 @@ REAL_CONFIG = dict(
     caption_channels=2048, qk_norm=True, norm_type="rms", model_max_length=512, rotary_max_length=128,
     rotary_max_length_t=None,
 )
+# Parameter counts of the released model's other parts, for memory estimates (bench, training.lora_memory).
+# T5 v1.1 / flan-T5 XL encoder (d_model 2048, 24 layers, 32 heads x 64, gated FFN 5120, vocab 32128):
+# the spec's presumed text encoder (caption_channels 2048). Encoder weights only.
+T5_XL_ENCODER_PARAMS = 24 * (4 * 2048 * 2048 + 3 * 2048 * 5120 + 2 * 2048) + 32128 * 2048 + 2048 + 32 * 32
+SD3_VAE_PARAMS = 83_819_683  # AutoencoderKL with the SD3 VAE config (bench.models.SD3_VAE)
