@@ -24,6 +24,7 @@ transformer's attention and feed-forward linears, everything else (the T5 encode
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -340,6 +341,16 @@ def checkpointed_blocks(x, run_block, depth: int):
     return x
 
 
+def accumulating(accelerator, modules, skip_sync: bool):
+    """Inside it, the backward pass adds to the gradients without all-reducing them (DDP's no_sync): with several
+    micro-batches a step, the processes then exchange and average the summed gradients once, after the last."""
+    stack = contextlib.ExitStack()
+    if skip_sync:
+        for module in modules:
+            stack.enter_context(accelerator.no_sync(module))
+    return stack
+
+
 def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True, window_minutes: float | None = None,
           init: str | Path | None = None, lora: dict | None = None, data: FolderData | None = None,
           gradient_checkpointing: bool = False) -> dict:
@@ -386,6 +397,7 @@ def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True, 
         transformer, opt = accelerator.prepare(transformer, opt)
         text = text.to(accelerator.device)
     raw = [accelerator.unwrap_model(transformer), accelerator.unwrap_model(text)]
+    trained_modules = [transformer, text] if lora is None else [transformer]
     ema = EMA(raw, recipe["ema_decay"])
     accelerator.register_for_checkpointing(ema)
 
@@ -424,20 +436,24 @@ def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True, 
     while step < recipe["steps"] and trained_s + time.time() - t0 < budget and time.time() - t0 < window:
         for g, base in zip(opt.param_groups, base_lrs):
             g["lr"] = base * lr_at(recipe, step, trained_s + time.time() - t0)
+        logged = step % recipe["log_every"] == 0
         for micro in range(recipe["micro_batches"]):
             batch = micro_batch(recipe, batcher, tokenizer, step, micro, accelerator.process_index,
                                 accelerator.num_processes, tokens_per_frame)
             task, tokens, device = batch.task, batch.tokens, accelerator.device
-            with accelerator.autocast():
-                with torch.set_grad_enabled(lora is None):  # a frozen encoder keeps no activations
-                    states = text(input_ids=tokens.input_ids.to(device),
-                                  attention_mask=tokens.attention_mask.to(device))[0]
-                loss = flow_loss(transformer, states, tokens.attention_mask.to(device), batch.x0.to(device),
-                                 batch.generate, batch.sigma, batch.timesteps, batch.noise.to(device))
-            accelerator.backward(loss / recipe["micro_batches"])
-            value = float(accelerator.gather(loss.detach()[None]).mean())
+            last = micro == recipe["micro_batches"] - 1
+            with accumulating(accelerator, trained_modules, not last):
+                with accelerator.autocast():
+                    with torch.set_grad_enabled(lora is None):  # a frozen encoder keeps no activations
+                        states = text(input_ids=tokens.input_ids.to(device),
+                                      attention_mask=tokens.attention_mask.to(device))[0]
+                    loss = flow_loss(transformer, states, tokens.attention_mask.to(device), batch.x0.to(device),
+                                     batch.generate, batch.sigma, batch.timesteps, batch.noise.to(device))
+                accelerator.backward(loss / recipe["micro_batches"])
+            # The processes meet only where they must: the gradients once a step, the loss on logged steps.
+            value = float(accelerator.gather(loss.detach()[None]).mean()) if logged else float(loss.detach())
             recent.append(value)
-            if accelerator.is_main_process and step % recipe["log_every"] == 0:
+            if accelerator.is_main_process and logged:
                 writer.writerow({"step": step, "task": task, "loss": f"{value:.5f}", "lr": f"{opt.param_groups[0]['lr']:.6f}",
                                  "elapsed_s": f"{trained_s + time.time() - t0:.1f}"})
         accelerator.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
