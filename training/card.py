@@ -85,7 +85,7 @@ In ComfyUI the Loader lists it as `UniDiff-Mini` (read in place from the pack's 
 ```
 * Recipe `training/recipes/mini.json` (seed {summary['seed']}): {summary['steps']} optimizer steps,
   {summary['samples_seen']} samples, {summary['train_minutes']} minutes of training, {processes},
-  {threads}, precision `{summary['mixed_precision']}`.
+  {threads}, precision `{summary['mixed_precision']}`, matrix products `{summary.get('matmul_dtype', 'float32')}`.
 * Machine: {machine}.
 * Data: training seeds {summary['train_seeds'][0]}..{summary['train_seeds'][1]} of `training.data`
   (disjoint from the evaluation's held-out seeds {metrics['heldout_seeds'][0]}..{metrics['heldout_seeds'][1]}).
