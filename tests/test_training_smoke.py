@@ -120,3 +120,30 @@ def test_continuing_mini_draws_samples_the_first_run_never_saw():
     third = drawn(load_recipe(recipes / "mini_continue.json", seed=2))
     assert len(first) == 4000 * 2 * 8 * 2 and len(second) == 2600 * 2 * 8 * 2
     assert not first & second and not first & third and not second & third
+
+
+def test_task_alone_trains_one_generated_task_and_refuses_unknown_ones(capsys):
+    """`--task T` without `--data` (a focused trial, recipes/focused.json) draws only T; a task with no generator
+    is refused with the generated ones named."""
+    from training.train import main, pick_task
+
+    recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
+    recipe = load_recipe(recipes / "focused.json", only_task="image2pose")
+    assert recipe["tasks"] == {"image2pose": 1.0}
+    assert {pick_task(recipe, step, micro)[0] for step in range(20) for micro in range(2)} == {"image2pose"}
+    assert len(load_recipe(recipes / "focused.json")["tasks"]) == 22  # without --task: the whole mix
+    from training.train import sample_seed
+
+    def drawn(r, steps, processes):
+        return {sample_seed(r, step, micro, b, process, processes) for step in range(steps)
+                for micro in range(r["micro_batches"]) for b in range(r["batch_size"]) for process in range(processes)}
+
+    # an 18-minute trial on one process draws samples Mini's training never drew
+    assert not drawn(recipe, 1200, 1) & drawn(load_recipe(recipes / "mini.json"), 4000, 2)
+    with pytest.raises(SystemExit):
+        main(["--recipe", str(recipes / "focused.json"), "--out", "unused", "--task", "image2normals"])
+    err = capsys.readouterr().err
+    assert "['image2normals']" in err and "image2pose" in err
+    with pytest.raises(SystemExit):
+        main(["--recipe", str(recipes / "focused.json"), "--out", "unused", "--data", "folder"])
+    assert "--data needs --task" in capsys.readouterr().err

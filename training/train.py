@@ -56,12 +56,17 @@ CSV_FIELDS = ("step", "task", "loss", "lr", "elapsed_s")
 
 
 # ------------------------------------------------------------------------------ recipe
-def load_recipe(path, **overrides) -> dict:
+def load_recipe(path, only_task: str | None = None, **overrides) -> dict:
+    """The recipe file with the given overrides; `only_task` trains that generated task alone."""
     recipe = json.loads(Path(path).read_text())
     recipe.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = set(recipe["tasks"]) - set(__import__("training.data", fromlist=["TASK_BUILDERS"]).TASK_BUILDERS)
+    if only_task is not None:
+        recipe["tasks"] = {only_task: 1.0}
+    generated = __import__("training.data", fromlist=["TASK_BUILDERS"]).TASK_BUILDERS
+    unknown = set(recipe["tasks"]) - set(generated)
     if unknown:
-        raise ValueError(f"recipe {path}: no data generator for tasks {sorted(unknown)}")
+        raise ValueError(f"recipe {path}: no data generator for tasks {sorted(unknown)}; "
+                         f"use one of {sorted(generated)}")
     return recipe
 
 
@@ -533,15 +538,20 @@ def main(argv=None):
     ft.add_argument("--lora-name", help="file name of the LoRA (default: the --out folder's name)")
     ft.add_argument("--data", help="a folder of your own images, captions and conditions (docs/training.md, "
                                    "'Your own data') instead of the generated tasks; needs --task")
-    ft.add_argument("--task", help="the task the --data folder trains, e.g. text2image or depth2image")
+    p.add_argument("--task", help="train this task alone: with --data, the task the folder trains (e.g. text2image "
+                   "or depth2image); without, the generated task (a focused trial, training/recipes/focused.json)")
     p.add_argument("--lr", type=float, help="override the recipe's learning rate (LoRA runs usually want ~1e-3)")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute each block's activations in the backward pass (less memory, ~1/3 more compute)")
     a = p.parse_args(argv)
-    recipe = load_recipe(a.recipe, steps=a.steps, max_minutes=a.max_minutes, threads=a.threads,
-                         mixed_precision=a.mixed_precision, lr=a.lr, seed=a.seed)
-    if (a.data is None) != (a.task is None):
-        p.error("--data and --task go together")
+    if a.data is not None and a.task is None:
+        p.error("--data needs --task: the task the folder trains, e.g. --task depth2image")
+    try:
+        recipe = load_recipe(a.recipe, only_task=a.task if a.data is None else None, steps=a.steps,
+                             max_minutes=a.max_minutes, threads=a.threads, mixed_precision=a.mixed_precision,
+                             lr=a.lr, seed=a.seed)
+    except ValueError as e:
+        p.error(str(e))
     lora = data = None
     if a.lora_rank is not None:
         if a.lora_rank < 1:
