@@ -122,6 +122,18 @@ def test_continuing_mini_draws_samples_the_first_run_never_saw():
     assert not first & second and not first & third and not second & third
 
 
+def test_the_reweighted_trial_recipe_is_mini_with_other_task_weights_only():
+    """mini_reweighted.json records a rebuild that did not ship (docs/training.md): it must differ from
+    mini.json in the task weights alone, so its result is about the weights."""
+    recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
+    mini, trial = (json.loads((recipes / name).read_text()) for name in ("mini.json", "mini_reweighted.json"))
+    assert set(mini) == set(trial) and set(mini["tasks"]) == set(trial["tasks"])
+    assert {k: v for k, v in mini.items() if k not in ("comment", "tasks")} == \
+        {k: v for k, v in trial.items() if k not in ("comment", "tasks")}
+    moved = {t for t in mini["tasks"] if mini["tasks"][t] != trial["tasks"][t]}
+    assert {"deblurring", "image2pose"} <= moved and trial["tasks"]["image2pose"] > mini["tasks"]["image2pose"]
+
+
 def test_task_alone_trains_one_generated_task_and_refuses_unknown_ones(capsys):
     """`--task T` without `--data` (a focused trial, recipes/focused.json) draws only T; a task with no generator
     is refused with the generated ones named."""
