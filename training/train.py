@@ -67,6 +67,11 @@ def load_recipe(path, only_task: str | None = None, **overrides) -> dict:
     if unknown:
         raise ValueError(f"recipe {path}: no data generator for tasks {sorted(unknown)}; "
                          f"use one of {sorted(generated)}")
+    bad_shifts = {t: v for t, v in recipe.get("task_sigma_shift", {}).items()
+                  if t not in generated or not isinstance(v, (int, float)) or not v > 0}
+    if bad_shifts:
+        raise ValueError(f"recipe {path}: task_sigma_shift {bad_shifts} needs generated task names and factors > 0 "
+                         f"(1 keeps the sampler's shift); tasks: {sorted(generated)}")
     return recipe
 
 
@@ -154,13 +159,16 @@ class Batcher:
         return samples, x0, generate
 
     def noise_levels(self, rng: np.random.Generator, batch: int, generate: torch.Tensor, tokens_per_frame: int,
-                     step: int = 0):
+                     step: int = 0, task: str | None = None):
         """(sigma (B, F), timesteps (B, F)): logit-normal sigmas (a `sigma_uniform` share of samples uniform,
-        from step `sigma_uniform_from_step` on) shifted like the sampler's schedule for generated frames; the
-        schedule's condition timestep for given frames."""
+        from step `sigma_uniform_from_step` on) shifted like the sampler's schedule for generated frames, times
+        the recipe's `task_sigma_shift` of the task; the schedule's condition timestep for given frames."""
         frames = len(generate)
         generated_tokens = int(generate.sum()) * tokens_per_frame
-        shift = math.exp(shift_mu(generated_tokens, self.scheduler_config))
+        # A task whose output is a few numbers spread over every token (camera rays) stays readable from its
+        # noised frame up to sigma ~0.9: only a larger shift trains it where the answer must come from the images.
+        task_shift = self.recipe.get("task_sigma_shift", {}).get(task, 1.0)
+        shift = math.exp(shift_mu(generated_tokens, self.scheduler_config)) * task_shift
         u = 1 / (1 + np.exp(-rng.normal(size=(batch, frames))))
         if step >= self.recipe.get("sigma_uniform_from_step", 0):
             # logit-normal rarely reaches sigma ~ 1, where sampling starts: mix in uniform draws
@@ -205,7 +213,7 @@ def micro_batch(recipe: dict, batcher: Batcher, tokenizer, step: int, micro: int
     samples, x0, generate = batcher.make(task, views, seeds)
     rng = rng_for(seeds[0], "noise")
     prompts = ["" if rng.random() < recipe["prompt_dropout"] else s.prompt for s in samples]
-    sigma, timesteps = batcher.noise_levels(rng, len(samples), generate, tokens_per_frame, step)
+    sigma, timesteps = batcher.noise_levels(rng, len(samples), generate, tokens_per_frame, step, task)
     noise = torch.from_numpy(rng.standard_normal(x0.shape, dtype=np.float32))
     tokens = tokenizer(prompts, padding="longest", max_length=300, truncation=True, return_tensors="pt")
     return MicroBatch(task, x0, generate, sigma, timesteps, noise, tokens)
