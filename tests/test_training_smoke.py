@@ -139,44 +139,17 @@ def test_the_reweighted_trial_recipe_is_mini_with_other_task_weights_only():
 
 
 def test_a_task_sigma_shift_raises_that_tasks_noise_levels_only(tmp_path):
-    """focused_camera_shift.json is focused.json with camera estimation's noise levels drawn with 6x the shift:
+    """focused_shift.json is focused.json with camera estimation's (and faceid's) noise levels drawn with 6x the shift:
     the same draws, each higher (the shift is monotone), about half above sigma 0.9 instead of a tenth; given frames
     stay clean at the condition timestep, and other tasks keep the sampler's shift."""
     from training.train import Batcher
     from unidiff_core.onediffusion.schedule import DEFAULT_SCHEDULER_CONFIG
 
     recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
-    plain, trial = (json.loads((recipes / n).read_text()) for n in ("focused.json", "focused_camera_shift.json"))
+    plain, trial = (json.loads((recipes / n).read_text()) for n in ("focused.json", "focused_shift.json"))
     assert {k: v for k, v in trial.items() if k not in ("name", "comment", "task_sigma_shift")} == \
         {k: v for k, v in plain.items() if k not in ("name", "comment")}
-    recipe = load_recipe(recipes / "focused_camera_shift.json", only_task="camera_estimation")
-    batcher = Batcher(recipe, None, DEFAULT_SCHEDULER_CONFIG)
-    generate = torch.tensor([False, False, False, True])  # camera estimation: view 1's rays generated
-    draws = {task: batcher.noise_levels(np.random.default_rng(0), 2000, generate, 64, 0, task)
-             for task in ("camera_estimation", "image2depth")}
-    shifted, base = draws["camera_estimation"], draws["image2depth"]
-    assert torch.all(shifted[0][:, 3] > base[0][:, 3])
-    assert 0.42 < float((shifted[0][:, 3] > 0.9).float().mean()) < 0.62
-    assert 0.06 < float((base[0][:, 3] > 0.9).float().mean()) < 0.14
-    assert torch.equal(shifted[0][:, :3], torch.zeros(2000, 3)) and torch.equal(shifted[1][:, :3], base[1][:, :3])
-    bad = dict(trial, task_sigma_shift={"camera": 6.0})
-    (tmp_path / "bad.json").write_text(json.dumps(bad))
-    with pytest.raises(ValueError, match="task_sigma_shift.*'camera'"):
-        load_recipe(tmp_path / "bad.json")
-
-
-def test_a_task_sigma_shift_raises_that_tasks_noise_levels_only(tmp_path):
-    """focused_camera_shift.json is focused.json with camera estimation's noise levels drawn with 6x the shift:
-    the same draws, each higher (the shift is monotone), about half above sigma 0.9 instead of a tenth; given frames
-    stay clean at the condition timestep, and other tasks keep the sampler's shift."""
-    from training.train import Batcher
-    from unidiff_core.onediffusion.schedule import DEFAULT_SCHEDULER_CONFIG
-
-    recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
-    plain, trial = (json.loads((recipes / n).read_text()) for n in ("focused.json", "focused_camera_shift.json"))
-    assert {k: v for k, v in trial.items() if k not in ("name", "comment", "task_sigma_shift")} == \
-        {k: v for k, v in plain.items() if k not in ("name", "comment")}
-    recipe = load_recipe(recipes / "focused_camera_shift.json", only_task="camera_estimation")
+    recipe = load_recipe(recipes / "focused_shift.json", only_task="camera_estimation")
     batcher = Batcher(recipe, None, DEFAULT_SCHEDULER_CONFIG)
     generate = torch.tensor([False, False, False, True])  # camera estimation: view 1's rays generated
     draws = {task: batcher.noise_levels(np.random.default_rng(0), 2000, generate, 64, 0, task)
