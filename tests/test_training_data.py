@@ -75,6 +75,23 @@ def test_semantic_map_ground_truth_decodes_to_the_masks():
         assert np.array_equal(decoded[label], mask > 0.5), label
 
 
+def test_a_label_shift_moves_each_labels_colour_and_keeps_the_photo():
+    """label_shift=1 (the trainer's label pairs): the same photo and masks; each label takes the colour of the
+    label before it in the prompt (the first the last's), in the prompt and in the target map alike."""
+    seed = next(s for s in range(SEED, SEED + 50) if len(make_sample("image2semanticmap", s, SIZE).request.labels) >= 2)
+    a, b = make_sample("image2semanticmap", seed, SIZE), make_sample("image2semanticmap", seed, SIZE, label_shift=1)
+    assert np.array_equal(a.frame_values()[0], b.frame_values()[0]) and a.request.prompt != b.request.prompt
+    colour_a = {lab.label: lab.hex for lab in a.request.labels}
+    names = list(colour_a)
+    colour_b = {lab.label: lab.hex for lab in b.request.labels}
+    assert colour_b == {n: colour_a[names[i - 1]] for i, n in enumerate(names)}
+    decoded = outputs.decode_segmentation(b.targets[1], b.request.labels, min_area=1).masks
+    for label, mask in a.truth["masks"]:
+        assert np.array_equal(decoded[label], mask > 0.5), label
+    with pytest.raises(ValueError, match="label_shift=1 for task 'image2depth'"):
+        make_sample("image2depth", seed, SIZE, label_shift=1)
+
+
 def test_camera_estimation_target_rays_give_back_the_camera():
     s = make_sample("camera_estimation", SEED, SIZE)
     rays = torch.stack([s.frame_values()[1], s.targets[3]])

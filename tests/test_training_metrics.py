@@ -72,3 +72,44 @@ def test_box_decoding_of_a_strided_frame_draws_the_found_boxes():
     assert not frame.flags["C_CONTIGUOUS"]
     result = outputs.decode_boxes(frame, sample.request.labels, source=sample.frame_values()[0])
     assert result.boxes and result.overlay.shape == (64, 64, 3)
+
+
+def test_the_label_probe_tells_a_model_that_reads_the_labels_from_one_that_ignores_them():
+    """training.label_probe on two stand-ins: one answers each prompt with its own true map (reads the labels),
+    the other always with the unmoved prompt's map (ignores them)."""
+    from training.data import make_sample
+    from training.label_probe import label_following
+
+    seeds = range(3000, 3012)
+    reads = label_following(lambda s, k: s.targets[1], seeds)
+    ignores = label_following(lambda s, k: make_sample("image2semanticmap", seeds[k], 64).targets[1], seeds)
+    assert reads["objects"] == ignores["objects"] > 4
+    assert reads["right_as_asked"] == reads["right_with_moved_colours"] == 1.0 and reads["same_colour_both_times"] == 0.0
+    assert ignores["right_as_asked"] == 1.0 and ignores["right_with_moved_colours"] == 0.0
+    assert ignores["same_colour_both_times"] == 1.0
+    assert reads["foreground_iou"] == ignores["foreground_iou"] == 1.0
+
+
+def test_the_position_probe_reads_positions_that_the_states_carry_and_not_others():
+    from training.label_probe import position_probe
+
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (600,), generator=gen)
+    noise = torch.randn(600, 16, generator=gen)
+    carried = noise + 3 * torch.nn.functional.one_hot(y, 16).float()
+    assert position_probe(carried[:400], y[:400], carried[400:], y[400:])["accuracy"] > 0.95
+    lost = position_probe(noise[:400], y[:400], noise[400:], y[400:])
+    assert lost["accuracy"] < lost["majority"] + 0.1
+
+
+def test_exact_shapes_with_guessed_colours_score_between_the_baseline_and_the_truth():
+    """One label: a guess is always right (mIoU 1 up to the decoder's edge); several: guesses cost."""
+    from training.label_probe import guessed_colours_miou
+
+    seeds = list(range(3000, 3012))
+    counts = [len(make_sample("image2semanticmap", s, 64).request.labels) for s in seeds]
+    single = [s for s, n in zip(seeds, counts) if n == 1]
+    several = [s for s, n in zip(seeds, counts) if n >= 2]
+    assert single and several
+    assert guessed_colours_miou(single) > 0.99
+    assert guessed_colours_miou(several) < 0.75

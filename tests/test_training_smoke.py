@@ -165,6 +165,54 @@ def test_a_task_sigma_shift_raises_that_tasks_noise_levels_only(tmp_path):
         load_recipe(tmp_path / "bad.json")
 
 
+def test_label_pairs_give_each_odd_sample_the_previous_photo_with_other_label_colours(tmp_path):
+    """focused_label_pairs.json is focused.json with label_pairs for image2semanticmap: an even sample is the
+    seed's own, the odd one after it the same photo with every label's colour moved on (the prompt differs where
+    there are two labels or more); a task without movable labels is refused."""
+    from training.data import make_sample
+    from training.data.samples import as_tensor
+    from training.train import Batcher
+    from unidiff_core.onediffusion.schedule import DEFAULT_SCHEDULER_CONFIG
+
+    recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
+    plain, trial = (json.loads((recipes / n).read_text()) for n in ("focused.json", "focused_label_pairs.json"))
+    assert {k: v for k, v in trial.items() if k not in ("name", "comment", "label_pairs")} == \
+        {k: v for k, v in plain.items() if k not in ("name", "comment")}
+    recipe = load_recipe(recipes / "focused_label_pairs.json", only_task="image2semanticmap")
+    batcher = Batcher(recipe, None, DEFAULT_SCHEDULER_CONFIG)
+    batcher.encode = as_tensor  # pixels stand in for latents
+    seeds = list(range(2000, 2008))
+    samples, x0, _ = batcher.make("image2semanticmap", None, seeds)
+    for i in range(0, 8, 2):
+        assert samples[i].request.prompt == make_sample("image2semanticmap", seeds[i], 64).request.prompt
+        assert torch.equal(x0[i + 1, 0], x0[i, 0])
+        moved = len(samples[i].request.labels) >= 2
+        assert (samples[i + 1].request.prompt != samples[i].request.prompt) == moved
+        assert torch.equal(x0[i + 1, 1], x0[i, 1]) != moved
+    assert any(len(s.request.labels) >= 2 for s in samples)
+    (tmp_path / "bad.json").write_text(json.dumps(dict(trial, label_pairs=["image2depth"])))
+    with pytest.raises(ValueError, match="label_pairs.*image2depth"):
+        load_recipe(tmp_path / "bad.json")
+
+
+def test_every_recipe_loads_and_the_rebuilds_change_only_what_their_records_compare():
+    """Each recipe file passes load_recipe; the rebuild recipes are mini.json but for their task weights and noise
+    shifts (mini_reweighted.json also keeps the 4000-step ceiling of the release it was compared with), so a
+    rebuild's record measures those alone."""
+    recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
+    for path in sorted(recipes.glob("*.json")):
+        assert load_recipe(path)["tasks"], path.name
+    mini = json.loads((recipes / "mini.json").read_text())
+    allowed = {"mini_shift.json": {"task_sigma_shift"}, "mini_semantic.json": {"task_sigma_shift"},
+               "mini_reweighted.json": {"steps"}}
+    for name, extra in allowed.items():
+        rebuild = json.loads((recipes / name).read_text())
+        changed = {k for k in set(mini) | set(rebuild) if mini.get(k) != rebuild.get(k)} - {"name", "comment", "tasks"}
+        assert changed == extra, (name, changed)
+    semantic, shift = (json.loads((recipes / n).read_text())["tasks"] for n in ("mini_semantic.json", "mini_shift.json"))
+    assert {t for t in shift if shift[t] != semantic[t]} == {"image2semanticmap"}
+
+
 def test_task_alone_trains_one_generated_task_and_refuses_unknown_ones(capsys):
     """`--task T` without `--data` (a focused trial, recipes/focused.json) draws only T; a task with no generator
     is refused with the generated ones named."""

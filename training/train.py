@@ -47,7 +47,7 @@ from unidiff_core.onediffusion.schedule import DEFAULT_SCHEDULER_CONFIG, make_sc
 from . import parts
 from .data import TRAIN_SEEDS, make_sample
 from .data.folder import FolderData
-from .data.samples import VARIABLE_COUNTS, as_tensor
+from .data.samples import LABEL_SHIFT_TASKS, VARIABLE_COUNTS, as_tensor
 from .data.scenes import rng_for
 from .export import export_checkpoint
 from .matmul_precision import operations_for
@@ -72,6 +72,10 @@ def load_recipe(path, only_task: str | None = None, **overrides) -> dict:
     if bad_shifts:
         raise ValueError(f"recipe {path}: task_sigma_shift {bad_shifts} needs generated task names and factors > 0 "
                          f"(1 keeps the sampler's shift); tasks: {sorted(generated)}")
+    bad_pairs = set(recipe.get("label_pairs", ())) - set(LABEL_SHIFT_TASKS)
+    if bad_pairs:
+        raise ValueError(f"recipe {path}: label_pairs {sorted(bad_pairs)}: only {list(LABEL_SHIFT_TASKS)} have labels "
+                         "whose colours can be moved")
     return recipe
 
 
@@ -151,7 +155,13 @@ class Batcher:
 
     def make(self, task: str, views, seeds: list[int]):
         size = self.recipe["size"]
-        samples = [self.source(task, s, size, views=views) for s in seeds]
+        if task in self.recipe.get("label_pairs", ()):
+            # Counterfactual pairs: each odd sample is the previous one's photo with every label's colour moved on,
+            # so only the prompt tells the two target maps apart and the loss pays for ignoring the labels.
+            samples = [self.source(task, seeds[i - 1], size, views=views, label_shift=1) if i % 2 else
+                       self.source(task, s, size, views=views) for i, s in enumerate(seeds)]
+        else:
+            samples = [self.source(task, s, size, views=views) for s in seeds]
         masks = {tuple(s.request.denoise_mask) for s in samples}
         assert len(masks) == 1, f"{task}: mixed frame layouts in one batch {masks}"
         generate = torch.tensor(samples[0].request.denoise_mask, dtype=torch.bool)
@@ -422,6 +432,9 @@ def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True, 
         start_step, trained_s = meta["step"], meta["trained_s"]
         accelerator.print(f"resumed at step {start_step} ({trained_s / 60:.1f} min trained)")
     codec = codec.to(accelerator.device)
+    if data and recipe.get("label_pairs"):
+        raise ValueError(f"label_pairs {recipe['label_pairs']} move the generator's label colours; a --data folder "
+                         "has its own maps: drop label_pairs from the recipe")
     batcher = Batcher(recipe, codec, DEFAULT_SCHEDULER_CONFIG, source=data.make_sample if data else make_sample)
     cfg = raw[0].config
     tokens_per_frame = frame_tokens(recipe, cfg)

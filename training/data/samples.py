@@ -158,8 +158,9 @@ def faceid(seed, size, views=None):
 
 
 # ------------------------------------------------------------------------------ condition tasks
-def _scene_maps(seed, size, what):
-    """(photo, condition frame, caption, truth) for a condition kind."""
+def _scene_maps(seed, size, what, label_shift=0):
+    """(photo, condition frame, caption, truth) for a condition kind; `label_shift` moves each semantic-map
+    label's colour on by that many places (the same photo and masks, another colour for every label)."""
     if what == "pose":
         fig = sample_figure(seed)
         return render_figure(fig, size), pose_map(fig, size), figure_caption(fig), {"figure": fig}, []
@@ -175,6 +176,8 @@ def _scene_maps(seed, size, what):
     if what == "semantic_map":
         masks = maps.label_masks(scene, r)
         rng_for(seed, "labels").shuffle(masks)  # colour = position in the prompt, not the shape
+        shift = label_shift % len(masks)
+        masks = masks[shift:] + masks[:shift]
         frame, labels = maps.semantic_frame(masks)
         return r.image, frame, caption(scene), dict(truth, masks=masks), labels
     if what == "box_map":
@@ -205,9 +208,9 @@ def _cond2image(key):
 def _image2cond(key):
     what = _CONDITION_KEYS[key]
 
-    def build(seed, size):
+    def build(seed, size, label_shift=0):
         rng = rng_for(seed, "image2cond")
-        photo, frame, cap, truth, labels = _scene_maps(seed, size, what)
+        photo, frame, cap, truth, labels = _scene_maps(seed, size, what, label_shift)
         extra = {"labels": [(lab.label, lab.hex) for lab in labels]} if labels else {}
         req = _request(f"image2{key}", size, image=photo, caption=_maybe(rng, cap, 0.3), **extra)
         return TrainSample(f"image2{key}", req, {1: frame}, dict(truth, photo=photo, target=frame))
@@ -286,15 +289,23 @@ TASK_BUILDERS: dict[str, Callable[[int, int], TrainSample]] = {
 
 
 MULTIVIEW_TASKS = ("image2multiview", "text2multiview")
+# Tasks whose colour per label can be moved on (make_sample's label_shift): the same photo, another prompt.
+LABEL_SHIFT_TASKS = ("image2semanticmap",)
 # Tasks whose frame layout varies: task -> (fewest, most) of `views` (multi-view: views; faceid: references)
 VARIABLE_COUNTS = {"image2multiview": (2, 4), "text2multiview": (2, 4), "faceid": (1, 3)}
 
 
-def make_sample(task: str, seed: int, size: int = 64, views: int | None = None) -> TrainSample:
+def make_sample(task: str, seed: int, size: int = 64, views: int | None = None, label_shift: int = 0) -> TrainSample:
     """One sample of `task` from `seed`; `views` fixes the variable frame count of a VARIABLE_COUNTS task
-    (views of the multi-view tasks, references of faceid)."""
+    (views of the multi-view tasks, references of faceid); `label_shift` (LABEL_SHIFT_TASKS) gives each label
+    of the seed's sample the colour `label_shift` places on in the prompt and the target map."""
     if task not in TASK_BUILDERS:
         raise ValueError(f"no data generator for task {task!r}; known: {', '.join(TASK_BUILDERS)}")
+    if label_shift:
+        if task not in LABEL_SHIFT_TASKS:
+            raise ValueError(f"label_shift={label_shift} for task {task!r}: only {', '.join(LABEL_SHIFT_TASKS)} "
+                             "have labels to move; use label_shift=0")
+        return TASK_BUILDERS[task](int(seed), int(size), label_shift=int(label_shift))
     if task in VARIABLE_COUNTS:
         return TASK_BUILDERS[task](int(seed), int(size), views=views)
     return TASK_BUILDERS[task](int(seed), int(size))
