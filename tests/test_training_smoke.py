@@ -238,3 +238,17 @@ def test_task_alone_trains_one_generated_task_and_refuses_unknown_ones(capsys):
     with pytest.raises(SystemExit):
         main(["--recipe", str(recipes / "focused.json"), "--out", "unused", "--data", "folder"])
     assert "--data needs --task" in capsys.readouterr().err
+
+
+def test_the_binding_trials_differ_only_in_their_text_path():
+    """binding_text64.json and binding_text128.json are one run but for the text encoder and the transformer's
+    caption width, so their label-probe figures compare the text path alone."""
+    recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
+    small, wide = (json.loads((recipes / n).read_text()) for n in ("binding_text64.json", "binding_text128.json"))
+    changed = {k for k in set(small) | set(wide) if small.get(k) != wide.get(k)} - {"name", "comment"}
+    assert changed == {"transformer", "text_encoder"}
+    moved = {k for k in small["transformer"] if small["transformer"][k] != wide["transformer"][k]}
+    assert moved == {"caption_channels"}
+    assert wide["text_encoder"]["width"] == 2 * small["text_encoder"]["width"] == wide["transformer"]["caption_channels"]
+    assert load_recipe(recipes / "binding_text128.json", only_task="image2semanticmap")["label_pairs"] == [
+        "image2semanticmap"]
