@@ -113,3 +113,36 @@ def test_exact_shapes_with_guessed_colours_score_between_the_baseline_and_the_tr
     assert single and several
     assert guessed_colours_miou(single) > 0.99
     assert guessed_colours_miou(several) < 0.75
+
+
+def test_the_camera_probe_pairs_the_views_with_view_1s_camera_and_fits_what_it_is_shown():
+    """training.camera_probe: both views on channels with the generator's cameras; on a small pool it learns the
+    cameras of the pool far below the mean camera's error (the fitting works; what it learns held out is measured
+    in docs/training.md)."""
+    from training.camera_probe import dataset, errors, train
+
+    x, cams, kinds = dataset(range(5000, 5064))
+    assert x.shape == (64, 6, 64, 64) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    assert float(cams[:, 0].abs().max()) <= 90.0 and -10.0 <= float(cams[:, 1].min()) <= float(cams[:, 1].max()) <= 30.0
+    assert set(kinds) == {"box", "sphere"}
+    torch.set_num_threads(1)
+    model, history, _ = train(x, cams, steps=200, batch=16, log=lambda *_: None)
+    assert len(history) == 200 and np.mean(history[-20:]) < 0.5 * np.mean(history[:20])
+    fit = errors(model, x, cams, kinds)
+    assert fit["probe"]["azimuth_err"] < 0.5 * fit["mean_camera"]["azimuth_err"]
+    assert fit["probe_box"]["count"] + fit["probe_sphere"]["count"] == 64
+
+
+def test_the_codec_arm_sees_the_views_as_the_latents_keep_them():
+    """Encoding and linearly decoding with Mini's codec is a projection: a second pass changes nothing, and the
+    first one loses detail but keeps the picture."""
+    from training.camera_probe import dataset, through_codec
+    from training.evaluate import resolve_checkpoint
+    from unidiff_core.onediffusion.pixel_codec import load_codec
+
+    x, _, _ = dataset(range(5000, 5004))
+    codec = load_codec(resolve_checkpoint("mini") / "vae")
+    once = through_codec(x, codec)
+    assert once.shape == x.shape
+    assert torch.allclose(through_codec(once, codec), once, atol=1e-4)
+    assert 1e-5 < float(((once - x) ** 2).mean()) < 0.01
