@@ -122,6 +122,31 @@ def test_continuing_mini_draws_samples_the_first_run_never_saw():
     assert not first & second and not first & third and not second & third
 
 
+def test_the_camera_continuation_is_mini_continue_with_the_camera_weight_and_shift_and_new_samples():
+    """mini_camera.json goes on from the camera-only run (focused_shift.json, seed 11) on the fourth release's
+    task mix: mini_continue.json's schedule with mini.json's weights but camera estimation's raised, the noise
+    shift that run was trained with, bf16 products like both, and training samples none of the runs before drew."""
+    from training.train import sample_seed
+
+    recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
+    mini, cont, cam, shift = (json.loads((recipes / n).read_text()) for n in
+                              ("mini.json", "mini_continue.json", "mini_camera.json", "focused_shift.json"))
+    assert {t for t in mini["tasks"] if mini["tasks"][t] != cam["tasks"][t]} == {"camera_estimation"}
+    assert cam["tasks"]["camera_estimation"] > mini["tasks"]["camera_estimation"]
+    assert cam["task_sigma_shift"] == {"camera_estimation": shift["task_sigma_shift"]["camera_estimation"]}
+    assert all(cam[k] == cont[k] for k in ("lr", "text_lr", "warmup_steps", "batch_size", "micro_batches", "ema_decay"))
+    assert cam["matmul_dtype"] == mini["matmul_dtype"] == shift["matmul_dtype"] == "bf16"
+
+    def drawn(recipe, steps, processes):
+        return {sample_seed(recipe, step, micro, b, process, processes) for step in range(steps)
+                for micro in range(recipe["micro_batches"]) for b in range(recipe["batch_size"])
+                for process in range(processes)}
+
+    ours = drawn(load_recipe(recipes / "mini_camera.json"), 8000, 2)
+    assert not ours & drawn(load_recipe(recipes / "mini.json"), 8000, 2)
+    assert not ours & drawn(load_recipe(recipes / "focused_shift.json", only_task="camera_estimation"), 8000, 2)
+
+
 def test_the_reweighted_trial_recipe_is_mini_with_other_task_weights_only():
     """mini_reweighted.json records a rebuild that did not ship (docs/training.md): it must differ from the
     mini.json of its day in the task weights alone, so its result is about the weights. (mini.json has since
