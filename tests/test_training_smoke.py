@@ -147,6 +147,28 @@ def test_the_camera_continuation_is_mini_continue_with_the_camera_weight_and_shi
     assert not ours & drawn(load_recipe(recipes / "focused_shift.json", only_task="camera_estimation"), 8000, 2)
 
 
+
+def test_the_multiview_trial_is_focused_shift_with_the_multiview_shift_and_new_samples():
+    """focused_multiview.json is focused_shift.json with image to multi-view's noise levels drawn with the same 6x
+    shift; run with --seed 13 it draws training samples that none of the fifth release's stages drew."""
+    from training.train import sample_seed
+
+    recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
+    shift, trial = (json.loads((recipes / n).read_text()) for n in ("focused_shift.json", "focused_multiview.json"))
+    assert {k: v for k, v in trial.items() if k not in ("name", "comment", "task_sigma_shift")} == \
+        {k: v for k, v in shift.items() if k not in ("name", "comment", "task_sigma_shift")}
+    assert trial["task_sigma_shift"] == dict(shift["task_sigma_shift"], image2multiview=6.0)
+
+    def drawn(recipe, steps, processes):
+        return {sample_seed(recipe, step, micro, b, process, processes) for step in range(steps)
+                for micro in range(recipe["micro_batches"]) for b in range(recipe["batch_size"])
+                for process in range(processes)}
+
+    ours = drawn(load_recipe(recipes / "focused_multiview.json", only_task="image2multiview", seed=13), 8000, 2)
+    for stage in ("mini.json", "mini_continue.json", "mini_camera.json"):
+        assert not ours & drawn(load_recipe(recipes / stage), 8000, 2), stage
+    assert not ours & drawn(load_recipe(recipes / "focused_shift.json", only_task="camera_estimation"), 8000, 2)
+
 def test_the_reweighted_trial_recipe_is_mini_with_other_task_weights_only():
     """mini_reweighted.json records a rebuild that did not ship (docs/training.md): it must differ from the
     mini.json of its day in the task weights alone, so its result is about the weights. (mini.json has since
