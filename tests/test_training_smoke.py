@@ -169,6 +169,35 @@ def test_the_multiview_trial_is_focused_shift_with_the_multiview_shift_and_new_s
         assert not ours & drawn(load_recipe(recipes / stage), 8000, 2), stage
     assert not ours & drawn(load_recipe(recipes / "focused_shift.json", only_task="camera_estimation"), 8000, 2)
 
+def test_the_multiview_continuation_is_mini_camera_with_the_multiview_weight_and_shift_and_new_samples():
+    """mini_multiview.json goes on from the image-to-multi-view-only run (focused_multiview.json, seed 13) on the
+    fifth release's task mix: mini_camera.json with image to multi-view's weight raised and the noise shift that run
+    was trained with, a shorter time budget, and training samples that none of the stages before drew."""
+    from training.train import sample_seed
+
+    recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
+    cam, mv, trial = (json.loads((recipes / n).read_text()) for n in
+                      ("mini_camera.json", "mini_multiview.json", "focused_multiview.json"))
+    changed = ("name", "comment", "tasks", "task_sigma_shift", "seed", "max_minutes")
+    assert {k: v for k, v in mv.items() if k not in changed} == {k: v for k, v in cam.items() if k not in changed}
+    assert {t for t in cam["tasks"] if cam["tasks"][t] != mv["tasks"][t]} == {"image2multiview"}
+    assert mv["tasks"]["image2multiview"] > cam["tasks"]["image2multiview"]
+    assert mv["task_sigma_shift"] == dict(cam["task_sigma_shift"],
+                                          image2multiview=trial["task_sigma_shift"]["image2multiview"])
+
+    def drawn(recipe, steps, processes):
+        return {sample_seed(recipe, step, micro, b, process, processes) for step in range(steps)
+                for micro in range(recipe["micro_batches"]) for b in range(recipe["batch_size"])
+                for process in range(processes)}
+
+    ours = drawn(load_recipe(recipes / "mini_multiview.json"), 8000, 2)
+    for stage in ("mini.json", "mini_continue.json", "mini_camera.json"):
+        assert not ours & drawn(load_recipe(recipes / stage), 8000, 2), stage
+    assert not ours & drawn(load_recipe(recipes / "focused_shift.json", only_task="camera_estimation"), 8000, 2)
+    assert not ours & drawn(load_recipe(recipes / "focused_multiview.json", only_task="image2multiview", seed=13),
+                            8000, 2)
+
+
 def test_the_reweighted_trial_recipe_is_mini_with_other_task_weights_only():
     """mini_reweighted.json records a rebuild that did not ship (docs/training.md): it must differ from the
     mini.json of its day in the task weights alone, so its result is about the weights. (mini.json has since
