@@ -1,5 +1,6 @@
 """Two training processes exchange gradients once per optimizer step, whatever the number of micro-batches
-(training.train.accumulating), and still end with the gradient of the whole step averaged over the processes."""
+(training.train.accumulating), and still end with the gradient of the whole step averaged over the processes;
+they go by one clock (training.train.main_process_clock), so they stop, save and anneal at the same step."""
 
 import socket
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from training.train import accumulating
+from training.train import accumulating, main_process_clock
 
 PROCESSES, MICRO_BATCHES = 2, 3
 
@@ -22,7 +23,7 @@ def _loss(model, rank, micro):
     return ((model(x) - y) ** 2).mean() / MICRO_BATCHES
 
 
-def _worker(rank: int, port: int, skip_sync: bool, results):
+def _accelerator(rank: int, port: int):
     import os
 
     from accelerate import Accelerator
@@ -30,7 +31,11 @@ def _worker(rank: int, port: int, skip_sync: bool, results):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(PROCESSES), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    accelerator = Accelerator(cpu=True)
+    return Accelerator(cpu=True)
+
+
+def _worker(rank: int, port: int, skip_sync: bool, results):
+    accelerator = _accelerator(rank, port)
     torch.manual_seed(0)
     plain = torch.nn.Linear(4, 1)
     model = accelerator.prepare(torch.nn.Linear(4, 1))
@@ -55,22 +60,34 @@ def _worker(rank: int, port: int, skip_sync: bool, results):
     torch.distributed.destroy_process_group()
 
 
-def _run(skip_sync: bool) -> dict:
+def _clock_worker(rank: int, port: int, results):
+    accelerator = _accelerator(rank, port)
+    # each process's own clock differs: one over the time budget (say 100.0 s), one just under it
+    results[rank] = main_process_clock(accelerator, 99.5 + rank, 0.25 * rank)
+    torch.distributed.destroy_process_group()
+
+
+def _run(worker=_worker, *args) -> dict:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     results = mp.Manager().dict()
-    mp.spawn(_worker, args=(port, skip_sync, results), nprocs=PROCESSES)
+    mp.spawn(worker, args=(port, *args, results), nprocs=PROCESSES)
     return dict(results)
 
 
 @pytest.mark.parametrize("skip_sync, exchanges", [(True, 1), (False, MICRO_BATCHES)])
 def test_gradients_are_exchanged_once_a_step_and_averaged_over_the_processes(skip_sync, exchanges):
-    results = _run(skip_sync)
+    results = _run(_worker, skip_sync)
     assert sorted(results) == list(range(PROCESSES))
     for rank, r in results.items():
         assert r["exchanges"] == exchanges, (rank, r)
         assert r["error"] < 1e-6, (rank, r)
+
+
+def test_every_process_reads_the_main_processs_clock():
+    results = _run(_clock_worker)
+    assert results == {0: [99.5, 0.0], 1: [99.5, 0.0]}
 
 
 def test_one_process_needs_no_exchange():
@@ -81,3 +98,4 @@ def test_one_process_needs_no_exchange():
     with accumulating(accelerator, [model], True):
         accelerator.backward(_loss(model, 0, 0))
     assert model.weight.grad is not None
+    assert main_process_clock(accelerator, 12.5, 3.0) == [12.5, 3.0]

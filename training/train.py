@@ -292,6 +292,17 @@ def lr_at(recipe: dict, step: int, elapsed_s: float = 0.0) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def main_process_clock(accelerator, *seconds: float) -> list[float]:
+    """The main process's readings of the given clocks, on every process. The processes stop, save their state
+    and set the learning rate by these: each going by its own clock let one leave the loop at the time budget
+    while another waited in the next step's gradient exchange, for ever."""
+    if accelerator.num_processes == 1:
+        return list(seconds)
+    from accelerate.utils import broadcast
+
+    return broadcast(torch.tensor(seconds, dtype=torch.float64), from_process=0).tolist()
+
+
 # ------------------------------------------------------------------------------ plot
 def plot_losses(csv_path: Path, png_path: Path, window: int = 50) -> None:
     """Per-task moving means of the loss against the step, log scale, drawn with PIL (no plotting library)."""
@@ -459,9 +470,15 @@ def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True, 
     text.train(lora is None)
     window = float("inf") if window_minutes is None else window_minutes * 60
 
-    while step < recipe["steps"] and trained_s + time.time() - t0 < budget and time.time() - t0 < window:
+    while True:
+        elapsed_s, since_save_s = main_process_clock(accelerator, trained_s + time.time() - t0, time.time() - last_save)
+        if not (step < recipe["steps"] and elapsed_s < budget and elapsed_s - trained_s < window):
+            break
+        if since_save_s > recipe["save_every_minutes"] * 60:
+            save_state(step)
+            last_save = time.time()
         for g, base in zip(opt.param_groups, base_lrs):
-            g["lr"] = base * lr_at(recipe, step, trained_s + time.time() - t0)
+            g["lr"] = base * lr_at(recipe, step, elapsed_s)
         logged = step % recipe["log_every"] == 0
         for micro in range(recipe["micro_batches"]):
             batch = micro_batch(recipe, batcher, tokenizer, step, micro, accelerator.process_index,
@@ -491,9 +508,6 @@ def train(recipe: dict, out: Path, resume: bool = False, progress: bool = True, 
         if step % 10 == 0:
             bar.set_postfix(loss=f"{np.mean(recent[-40:]):.4f}")
             log.flush()
-        if time.time() - last_save > recipe["save_every_minutes"] * 60:
-            save_state(step)
-            last_save = time.time()
     bar.close()
     log.close()
     save_state(step)
