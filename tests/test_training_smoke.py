@@ -198,6 +198,34 @@ def test_the_multiview_continuation_is_mini_camera_with_the_multiview_weight_and
                             8000, 2)
 
 
+def test_the_unbeaten_tasks_continuation_raises_only_their_weights_and_draws_new_samples():
+    """mini_unbeaten.json goes on from the mix after the multi-view stage: mini_multiview.json with the weights of
+    the three tasks that mix did not clearly beat the baseline on raised, a shorter time budget, and training
+    samples that none of the stages before drew."""
+    from training.train import sample_seed
+
+    recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
+    mv, unbeaten = (json.loads((recipes / n).read_text()) for n in ("mini_multiview.json", "mini_unbeaten.json"))
+    changed = ("name", "comment", "tasks", "seed", "max_minutes")
+    assert {k: v for k, v in unbeaten.items() if k not in changed} == {k: v for k, v in mv.items() if k not in changed}
+    raised = {t for t in mv["tasks"] if unbeaten["tasks"][t] != mv["tasks"][t]}
+    assert raised == {"faceid", "image2semanticmap", "image2multiview"}
+    assert all(unbeaten["tasks"][t] > mv["tasks"][t] for t in raised)
+    assert unbeaten["max_minutes"] <= mv["max_minutes"]
+
+    def drawn(recipe, steps, processes):
+        return {sample_seed(recipe, step, micro, b, process, processes) for step in range(steps)
+                for micro in range(recipe["micro_batches"]) for b in range(recipe["batch_size"])
+                for process in range(processes)}
+
+    ours = drawn(load_recipe(recipes / "mini_unbeaten.json"), 8000, 2)
+    for stage in ("mini.json", "mini_continue.json", "mini_camera.json", "mini_multiview.json"):
+        assert not ours & drawn(load_recipe(recipes / stage), 8000, 2), stage
+    assert not ours & drawn(load_recipe(recipes / "focused_shift.json", only_task="camera_estimation"), 8000, 2)
+    assert not ours & drawn(load_recipe(recipes / "focused_multiview.json", only_task="image2multiview", seed=13),
+                            8000, 2)
+
+
 def test_the_reweighted_trial_recipe_is_mini_with_other_task_weights_only():
     """mini_reweighted.json records a rebuild that did not ship (docs/training.md): it must differ from the
     mini.json of its day in the task weights alone, so its result is about the weights. (mini.json has since
