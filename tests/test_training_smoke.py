@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.train import load_recipe, train
+from training.train import load_recipe, sample_seed, train
 from unidiff_core.onediffusion.loading import preflight
 from unidiff_core.onediffusion.pipeline import UniDiffPipeline
 from unidiff_core.onediffusion.requests import TaskInputs
@@ -28,6 +28,12 @@ def run(tmp_path_factory):
 def _losses(out):
     return [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(open(out / "losses.csv"))]
 
+
+def drawn_seeds(recipe: dict, steps: int, processes: int) -> set:
+    """Every training sample seed a run of this recipe draws in `steps` steps on `processes` processes."""
+    return {sample_seed(recipe, step, micro, b, process, processes) for step in range(steps)
+            for micro in range(recipe["micro_batches"]) for b in range(recipe["batch_size"])
+            for process in range(processes)}
 
 def test_loss_goes_down(run):
     out, summary = run
@@ -107,17 +113,11 @@ def test_fine_tuning_starts_from_a_checkpoint_and_keeps_its_parts(run, tmp_path)
 
 def test_continuing_mini_draws_samples_the_first_run_never_saw():
     """mini_continue.json (seed 1) and a further run with --seed 2 go on from Mini on new training samples."""
-    from training.train import sample_seed
-
     recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
 
-    def drawn(recipe):
-        return {sample_seed(recipe, step, micro, b, process, 2) for step in range(recipe["steps"])
-                for micro in range(recipe["micro_batches"]) for b in range(recipe["batch_size"]) for process in (0, 1)}
-
-    first = drawn(load_recipe(recipes / "mini.json"))
-    second = drawn(load_recipe(recipes / "mini_continue.json"))
-    third = drawn(load_recipe(recipes / "mini_continue.json", seed=2))
+    first, second, third = (drawn_seeds(r, r["steps"], 2) for r in (
+        load_recipe(recipes / "mini.json"), load_recipe(recipes / "mini_continue.json"),
+        load_recipe(recipes / "mini_continue.json", seed=2)))
     assert len(first) == 8000 * 2 * 8 * 2 and len(second) == 2600 * 2 * 8 * 2  # mini.json's step ceiling
     assert not first & second and not first & third and not second & third
 
@@ -126,8 +126,6 @@ def test_the_camera_continuation_is_mini_continue_with_the_camera_weight_and_shi
     """mini_camera.json goes on from the camera-only run (focused_shift.json, seed 11) on the fourth release's
     task mix: mini_continue.json's schedule with mini.json's weights but camera estimation's raised, the noise
     shift that run was trained with, bf16 products like both, and training samples none of the runs before drew."""
-    from training.train import sample_seed
-
     recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
     mini, cont, cam, shift = (json.loads((recipes / n).read_text()) for n in
                               ("mini.json", "mini_continue.json", "mini_camera.json", "focused_shift.json"))
@@ -137,44 +135,31 @@ def test_the_camera_continuation_is_mini_continue_with_the_camera_weight_and_shi
     assert all(cam[k] == cont[k] for k in ("lr", "text_lr", "warmup_steps", "batch_size", "micro_batches", "ema_decay"))
     assert cam["matmul_dtype"] == mini["matmul_dtype"] == shift["matmul_dtype"] == "bf16"
 
-    def drawn(recipe, steps, processes):
-        return {sample_seed(recipe, step, micro, b, process, processes) for step in range(steps)
-                for micro in range(recipe["micro_batches"]) for b in range(recipe["batch_size"])
-                for process in range(processes)}
 
-    ours = drawn(load_recipe(recipes / "mini_camera.json"), 8000, 2)
-    assert not ours & drawn(load_recipe(recipes / "mini.json"), 8000, 2)
-    assert not ours & drawn(load_recipe(recipes / "focused_shift.json", only_task="camera_estimation"), 8000, 2)
-
+    ours = drawn_seeds(load_recipe(recipes / "mini_camera.json"), 8000, 2)
+    assert not ours & drawn_seeds(load_recipe(recipes / "mini.json"), 8000, 2)
+    assert not ours & drawn_seeds(load_recipe(recipes / "focused_shift.json", only_task="camera_estimation"), 8000, 2)
 
 
 def test_the_multiview_trial_is_focused_shift_with_the_multiview_shift_and_new_samples():
     """focused_multiview.json is focused_shift.json with image to multi-view's noise levels drawn with the same 6x
     shift; run with --seed 13 it draws training samples that none of the fifth release's stages drew."""
-    from training.train import sample_seed
-
     recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
     shift, trial = (json.loads((recipes / n).read_text()) for n in ("focused_shift.json", "focused_multiview.json"))
     assert {k: v for k, v in trial.items() if k not in ("name", "comment", "task_sigma_shift")} == \
         {k: v for k, v in shift.items() if k not in ("name", "comment", "task_sigma_shift")}
     assert trial["task_sigma_shift"] == dict(shift["task_sigma_shift"], image2multiview=6.0)
 
-    def drawn(recipe, steps, processes):
-        return {sample_seed(recipe, step, micro, b, process, processes) for step in range(steps)
-                for micro in range(recipe["micro_batches"]) for b in range(recipe["batch_size"])
-                for process in range(processes)}
 
-    ours = drawn(load_recipe(recipes / "focused_multiview.json", only_task="image2multiview", seed=13), 8000, 2)
+    ours = drawn_seeds(load_recipe(recipes / "focused_multiview.json", only_task="image2multiview", seed=13), 8000, 2)
     for stage in ("mini.json", "mini_continue.json", "mini_camera.json"):
-        assert not ours & drawn(load_recipe(recipes / stage), 8000, 2), stage
-    assert not ours & drawn(load_recipe(recipes / "focused_shift.json", only_task="camera_estimation"), 8000, 2)
+        assert not ours & drawn_seeds(load_recipe(recipes / stage), 8000, 2), stage
+    assert not ours & drawn_seeds(load_recipe(recipes / "focused_shift.json", only_task="camera_estimation"), 8000, 2)
 
 def test_the_multiview_continuation_is_mini_camera_with_the_multiview_weight_and_shift_and_new_samples():
     """mini_multiview.json goes on from the image-to-multi-view-only run (focused_multiview.json, seed 13) on the
     fifth release's task mix: mini_camera.json with image to multi-view's weight raised and the noise shift that run
     was trained with, a shorter time budget, and training samples that none of the stages before drew."""
-    from training.train import sample_seed
-
     recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
     cam, mv, trial = (json.loads((recipes / n).read_text()) for n in
                       ("mini_camera.json", "mini_multiview.json", "focused_multiview.json"))
@@ -185,16 +170,12 @@ def test_the_multiview_continuation_is_mini_camera_with_the_multiview_weight_and
     assert mv["task_sigma_shift"] == dict(cam["task_sigma_shift"],
                                           image2multiview=trial["task_sigma_shift"]["image2multiview"])
 
-    def drawn(recipe, steps, processes):
-        return {sample_seed(recipe, step, micro, b, process, processes) for step in range(steps)
-                for micro in range(recipe["micro_batches"]) for b in range(recipe["batch_size"])
-                for process in range(processes)}
 
-    ours = drawn(load_recipe(recipes / "mini_multiview.json"), 8000, 2)
+    ours = drawn_seeds(load_recipe(recipes / "mini_multiview.json"), 8000, 2)
     for stage in ("mini.json", "mini_continue.json", "mini_camera.json"):
-        assert not ours & drawn(load_recipe(recipes / stage), 8000, 2), stage
-    assert not ours & drawn(load_recipe(recipes / "focused_shift.json", only_task="camera_estimation"), 8000, 2)
-    assert not ours & drawn(load_recipe(recipes / "focused_multiview.json", only_task="image2multiview", seed=13),
+        assert not ours & drawn_seeds(load_recipe(recipes / stage), 8000, 2), stage
+    assert not ours & drawn_seeds(load_recipe(recipes / "focused_shift.json", only_task="camera_estimation"), 8000, 2)
+    assert not ours & drawn_seeds(load_recipe(recipes / "focused_multiview.json", only_task="image2multiview", seed=13),
                             8000, 2)
 
 
@@ -202,8 +183,6 @@ def test_the_unbeaten_tasks_continuation_raises_only_their_weights_and_draws_new
     """mini_unbeaten.json goes on from the mix after the multi-view stage: mini_multiview.json with the weights of
     the three tasks that mix did not clearly beat the baseline on raised, a shorter time budget, and training
     samples that none of the stages before drew."""
-    from training.train import sample_seed
-
     recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
     mv, unbeaten = (json.loads((recipes / n).read_text()) for n in ("mini_multiview.json", "mini_unbeaten.json"))
     changed = ("name", "comment", "tasks", "seed", "max_minutes")
@@ -213,16 +192,12 @@ def test_the_unbeaten_tasks_continuation_raises_only_their_weights_and_draws_new
     assert all(unbeaten["tasks"][t] > mv["tasks"][t] for t in raised)
     assert unbeaten["max_minutes"] <= mv["max_minutes"]
 
-    def drawn(recipe, steps, processes):
-        return {sample_seed(recipe, step, micro, b, process, processes) for step in range(steps)
-                for micro in range(recipe["micro_batches"]) for b in range(recipe["batch_size"])
-                for process in range(processes)}
 
-    ours = drawn(load_recipe(recipes / "mini_unbeaten.json"), 8000, 2)
+    ours = drawn_seeds(load_recipe(recipes / "mini_unbeaten.json"), 8000, 2)
     for stage in ("mini.json", "mini_continue.json", "mini_camera.json", "mini_multiview.json"):
-        assert not ours & drawn(load_recipe(recipes / stage), 8000, 2), stage
-    assert not ours & drawn(load_recipe(recipes / "focused_shift.json", only_task="camera_estimation"), 8000, 2)
-    assert not ours & drawn(load_recipe(recipes / "focused_multiview.json", only_task="image2multiview", seed=13),
+        assert not ours & drawn_seeds(load_recipe(recipes / stage), 8000, 2), stage
+    assert not ours & drawn_seeds(load_recipe(recipes / "focused_shift.json", only_task="camera_estimation"), 8000, 2)
+    assert not ours & drawn_seeds(load_recipe(recipes / "focused_multiview.json", only_task="image2multiview", seed=13),
                             8000, 2)
 
 
@@ -327,14 +302,9 @@ def test_task_alone_trains_one_generated_task_and_refuses_unknown_ones(capsys):
     assert recipe["tasks"] == {"image2pose": 1.0}
     assert {pick_task(recipe, step, micro)[0] for step in range(20) for micro in range(2)} == {"image2pose"}
     assert len(load_recipe(recipes / "focused.json")["tasks"]) == 22  # without --task: the whole mix
-    from training.train import sample_seed
-
-    def drawn(r, steps, processes):
-        return {sample_seed(r, step, micro, b, process, processes) for step in range(steps)
-                for micro in range(r["micro_batches"]) for b in range(r["batch_size"]) for process in range(processes)}
 
     # an 18-minute trial on one process draws samples Mini's training never drew
-    assert not drawn(recipe, 1200, 1) & drawn(load_recipe(recipes / "mini.json"), 8000, 2)
+    assert not drawn_seeds(recipe, 1200, 1) & drawn_seeds(load_recipe(recipes / "mini.json"), 8000, 2)
     with pytest.raises(SystemExit):
         main(["--recipe", str(recipes / "focused.json"), "--out", "unused", "--task", "image2normals"])
     err = capsys.readouterr().err
