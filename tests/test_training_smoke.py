@@ -15,7 +15,8 @@ from unidiff_core.onediffusion.pipeline import UniDiffPipeline
 from unidiff_core.onediffusion.requests import TaskInputs
 from unidiff_core.onediffusion.tasks import build_request, run_task
 
-RECIPE = Path(__file__).resolve().parent.parent / "training" / "recipes" / "tiny.json"
+RECIPES = Path(__file__).resolve().parent.parent / "training" / "recipes"
+RECIPE = RECIPES / "tiny.json"
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,27 @@ def drawn_seeds(recipe: dict, steps: int, processes: int) -> set:
     return {sample_seed(recipe, step, micro, b, process, processes) for step in range(steps)
             for micro in range(recipe["micro_batches"]) for b in range(recipe["batch_size"])
             for process in range(processes)}
+
+# The training stages of the releases and the trials after them, in the order they ran, each as its recipe file and
+# load_recipe options; every stage has to draw training samples that none of the stages before it drew.
+STAGES = [
+    ("mini.json", {}),
+    ("mini_continue.json", {}),
+    ("focused_shift.json", {"only_task": "camera_estimation"}),
+    ("mini_camera.json", {}),
+    ("focused_multiview.json", {"only_task": "image2multiview", "seed": 13}),
+    ("mini_multiview.json", {}),
+    ("mini_unbeaten.json", {}),
+]
+
+
+def assert_draws_no_sample_drawn_before(recipe_file: str, **options):
+    """A stage of STAGES draws no training sample that a stage before it drew (8000 steps each, two processes)."""
+    position = STAGES.index((recipe_file, options))
+    ours = drawn_seeds(load_recipe(RECIPES / recipe_file, **options), 8000, 2)
+    for earlier, earlier_options in STAGES[:position]:
+        assert not ours & drawn_seeds(load_recipe(RECIPES / earlier, **earlier_options), 8000, 2), earlier
+
 
 def test_loss_goes_down(run):
     out, summary = run
@@ -113,11 +135,9 @@ def test_fine_tuning_starts_from_a_checkpoint_and_keeps_its_parts(run, tmp_path)
 
 def test_continuing_mini_draws_samples_the_first_run_never_saw():
     """mini_continue.json (seed 1) and a further run with --seed 2 go on from Mini on new training samples."""
-    recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
-
     first, second, third = (drawn_seeds(r, r["steps"], 2) for r in (
-        load_recipe(recipes / "mini.json"), load_recipe(recipes / "mini_continue.json"),
-        load_recipe(recipes / "mini_continue.json", seed=2)))
+        load_recipe(RECIPES / "mini.json"), load_recipe(RECIPES / "mini_continue.json"),
+        load_recipe(RECIPES / "mini_continue.json", seed=2)))
     assert len(first) == 8000 * 2 * 8 * 2 and len(second) == 2600 * 2 * 8 * 2  # mini.json's step ceiling
     assert not first & second and not first & third and not second & third
 
@@ -126,42 +146,31 @@ def test_the_camera_continuation_is_mini_continue_with_the_camera_weight_and_shi
     """mini_camera.json goes on from the camera-only run (focused_shift.json, seed 11) on the fourth release's
     task mix: mini_continue.json's schedule with mini.json's weights but camera estimation's raised, the noise
     shift that run was trained with, bf16 products like both, and training samples none of the runs before drew."""
-    recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
-    mini, cont, cam, shift = (json.loads((recipes / n).read_text()) for n in
+    mini, cont, cam, shift = (json.loads((RECIPES / n).read_text()) for n in
                               ("mini.json", "mini_continue.json", "mini_camera.json", "focused_shift.json"))
     assert {t for t in mini["tasks"] if mini["tasks"][t] != cam["tasks"][t]} == {"camera_estimation"}
     assert cam["tasks"]["camera_estimation"] > mini["tasks"]["camera_estimation"]
     assert cam["task_sigma_shift"] == {"camera_estimation": shift["task_sigma_shift"]["camera_estimation"]}
     assert all(cam[k] == cont[k] for k in ("lr", "text_lr", "warmup_steps", "batch_size", "micro_batches", "ema_decay"))
     assert cam["matmul_dtype"] == mini["matmul_dtype"] == shift["matmul_dtype"] == "bf16"
-
-
-    ours = drawn_seeds(load_recipe(recipes / "mini_camera.json"), 8000, 2)
-    assert not ours & drawn_seeds(load_recipe(recipes / "mini.json"), 8000, 2)
-    assert not ours & drawn_seeds(load_recipe(recipes / "focused_shift.json", only_task="camera_estimation"), 8000, 2)
+    assert_draws_no_sample_drawn_before("mini_camera.json")
 
 
 def test_the_multiview_trial_is_focused_shift_with_the_multiview_shift_and_new_samples():
     """focused_multiview.json is focused_shift.json with image to multi-view's noise levels drawn with the same 6x
     shift; run with --seed 13 it draws training samples that none of the fifth release's stages drew."""
-    recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
-    shift, trial = (json.loads((recipes / n).read_text()) for n in ("focused_shift.json", "focused_multiview.json"))
+    shift, trial = (json.loads((RECIPES / n).read_text()) for n in ("focused_shift.json", "focused_multiview.json"))
     assert {k: v for k, v in trial.items() if k not in ("name", "comment", "task_sigma_shift")} == \
         {k: v for k, v in shift.items() if k not in ("name", "comment", "task_sigma_shift")}
     assert trial["task_sigma_shift"] == dict(shift["task_sigma_shift"], image2multiview=6.0)
+    assert_draws_no_sample_drawn_before("focused_multiview.json", only_task="image2multiview", seed=13)
 
-
-    ours = drawn_seeds(load_recipe(recipes / "focused_multiview.json", only_task="image2multiview", seed=13), 8000, 2)
-    for stage in ("mini.json", "mini_continue.json", "mini_camera.json"):
-        assert not ours & drawn_seeds(load_recipe(recipes / stage), 8000, 2), stage
-    assert not ours & drawn_seeds(load_recipe(recipes / "focused_shift.json", only_task="camera_estimation"), 8000, 2)
 
 def test_the_multiview_continuation_is_mini_camera_with_the_multiview_weight_and_shift_and_new_samples():
     """mini_multiview.json goes on from the image-to-multi-view-only run (focused_multiview.json, seed 13) on the
     fifth release's task mix: mini_camera.json with image to multi-view's weight raised and the noise shift that run
     was trained with, a shorter time budget, and training samples that none of the stages before drew."""
-    recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
-    cam, mv, trial = (json.loads((recipes / n).read_text()) for n in
+    cam, mv, trial = (json.loads((RECIPES / n).read_text()) for n in
                       ("mini_camera.json", "mini_multiview.json", "focused_multiview.json"))
     changed = ("name", "comment", "tasks", "task_sigma_shift", "seed", "max_minutes")
     assert {k: v for k, v in mv.items() if k not in changed} == {k: v for k, v in cam.items() if k not in changed}
@@ -169,44 +178,28 @@ def test_the_multiview_continuation_is_mini_camera_with_the_multiview_weight_and
     assert mv["tasks"]["image2multiview"] > cam["tasks"]["image2multiview"]
     assert mv["task_sigma_shift"] == dict(cam["task_sigma_shift"],
                                           image2multiview=trial["task_sigma_shift"]["image2multiview"])
-
-
-    ours = drawn_seeds(load_recipe(recipes / "mini_multiview.json"), 8000, 2)
-    for stage in ("mini.json", "mini_continue.json", "mini_camera.json"):
-        assert not ours & drawn_seeds(load_recipe(recipes / stage), 8000, 2), stage
-    assert not ours & drawn_seeds(load_recipe(recipes / "focused_shift.json", only_task="camera_estimation"), 8000, 2)
-    assert not ours & drawn_seeds(load_recipe(recipes / "focused_multiview.json", only_task="image2multiview", seed=13),
-                            8000, 2)
+    assert_draws_no_sample_drawn_before("mini_multiview.json")
 
 
 def test_the_unbeaten_tasks_continuation_raises_only_their_weights_and_draws_new_samples():
     """mini_unbeaten.json goes on from the mix after the multi-view stage: mini_multiview.json with the weights of
     the three tasks that mix did not clearly beat the baseline on raised, a shorter time budget, and training
     samples that none of the stages before drew."""
-    recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
-    mv, unbeaten = (json.loads((recipes / n).read_text()) for n in ("mini_multiview.json", "mini_unbeaten.json"))
+    mv, unbeaten = (json.loads((RECIPES / n).read_text()) for n in ("mini_multiview.json", "mini_unbeaten.json"))
     changed = ("name", "comment", "tasks", "seed", "max_minutes")
     assert {k: v for k, v in unbeaten.items() if k not in changed} == {k: v for k, v in mv.items() if k not in changed}
     raised = {t for t in mv["tasks"] if unbeaten["tasks"][t] != mv["tasks"][t]}
     assert raised == {"faceid", "image2semanticmap", "image2multiview"}
     assert all(unbeaten["tasks"][t] > mv["tasks"][t] for t in raised)
     assert unbeaten["max_minutes"] <= mv["max_minutes"]
-
-
-    ours = drawn_seeds(load_recipe(recipes / "mini_unbeaten.json"), 8000, 2)
-    for stage in ("mini.json", "mini_continue.json", "mini_camera.json", "mini_multiview.json"):
-        assert not ours & drawn_seeds(load_recipe(recipes / stage), 8000, 2), stage
-    assert not ours & drawn_seeds(load_recipe(recipes / "focused_shift.json", only_task="camera_estimation"), 8000, 2)
-    assert not ours & drawn_seeds(load_recipe(recipes / "focused_multiview.json", only_task="image2multiview", seed=13),
-                            8000, 2)
+    assert_draws_no_sample_drawn_before("mini_unbeaten.json")
 
 
 def test_the_reweighted_trial_recipe_is_mini_with_other_task_weights_only():
     """mini_reweighted.json records a rebuild that did not ship (docs/training.md): it must differ from the
     mini.json of its day in the task weights alone, so its result is about the weights. (mini.json has since
     raised its step ceiling from 4000 to 8000, and the fourth release's weights differ too.)"""
-    recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
-    mini, trial = (json.loads((recipes / name).read_text()) for name in ("mini.json", "mini_reweighted.json"))
+    mini, trial = (json.loads((RECIPES / name).read_text()) for name in ("mini.json", "mini_reweighted.json"))
     assert set(mini) == set(trial) and set(mini["tasks"]) == set(trial["tasks"])
     assert trial["steps"] == 4000 and mini["steps"] == 8000
     assert {k: v for k, v in mini.items() if k not in ("comment", "tasks", "steps")} == \
@@ -224,11 +217,10 @@ def test_a_task_sigma_shift_raises_that_tasks_noise_levels_only(tmp_path):
     from training.train import Batcher
     from unidiff_core.onediffusion.schedule import DEFAULT_SCHEDULER_CONFIG
 
-    recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
-    plain, trial = (json.loads((recipes / n).read_text()) for n in ("focused.json", "focused_shift.json"))
+    plain, trial = (json.loads((RECIPES / n).read_text()) for n in ("focused.json", "focused_shift.json"))
     assert {k: v for k, v in trial.items() if k not in ("name", "comment", "task_sigma_shift")} == \
         {k: v for k, v in plain.items() if k not in ("name", "comment")}
-    recipe = load_recipe(recipes / "focused_shift.json", only_task="camera_estimation")
+    recipe = load_recipe(RECIPES / "focused_shift.json", only_task="camera_estimation")
     batcher = Batcher(recipe, None, DEFAULT_SCHEDULER_CONFIG)
     generate = torch.tensor([False, False, False, True])  # camera estimation: view 1's rays generated
     draws = {task: batcher.noise_levels(np.random.default_rng(0), 2000, generate, 64, 0, task)
@@ -253,11 +245,10 @@ def test_label_pairs_give_each_odd_sample_the_previous_photo_with_other_label_co
     from training.train import Batcher
     from unidiff_core.onediffusion.schedule import DEFAULT_SCHEDULER_CONFIG
 
-    recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
-    plain, trial = (json.loads((recipes / n).read_text()) for n in ("focused.json", "focused_label_pairs.json"))
+    plain, trial = (json.loads((RECIPES / n).read_text()) for n in ("focused.json", "focused_label_pairs.json"))
     assert {k: v for k, v in trial.items() if k not in ("name", "comment", "label_pairs")} == \
         {k: v for k, v in plain.items() if k not in ("name", "comment")}
-    recipe = load_recipe(recipes / "focused_label_pairs.json", only_task="image2semanticmap")
+    recipe = load_recipe(RECIPES / "focused_label_pairs.json", only_task="image2semanticmap")
     batcher = Batcher(recipe, None, DEFAULT_SCHEDULER_CONFIG)
     batcher.encode = as_tensor  # pixels stand in for latents
     seeds = list(range(2000, 2008))
@@ -278,17 +269,16 @@ def test_every_recipe_loads_and_the_rebuilds_change_only_what_their_records_comp
     """Each recipe file passes load_recipe; the rebuild recipes are mini.json but for their task weights and noise
     shifts (mini_reweighted.json also keeps the 4000-step ceiling of the release it was compared with), so a
     rebuild's record measures those alone."""
-    recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
-    for path in sorted(recipes.glob("*.json")):
+    for path in sorted(RECIPES.glob("*.json")):
         assert load_recipe(path)["tasks"], path.name
-    mini = json.loads((recipes / "mini.json").read_text())
+    mini = json.loads((RECIPES / "mini.json").read_text())
     allowed = {"mini_shift.json": {"task_sigma_shift"}, "mini_semantic.json": {"task_sigma_shift"},
                "mini_reweighted.json": {"steps"}}
     for name, extra in allowed.items():
-        rebuild = json.loads((recipes / name).read_text())
+        rebuild = json.loads((RECIPES / name).read_text())
         changed = {k for k in set(mini) | set(rebuild) if mini.get(k) != rebuild.get(k)} - {"name", "comment", "tasks"}
         assert changed == extra, (name, changed)
-    semantic, shift = (json.loads((recipes / n).read_text())["tasks"] for n in ("mini_semantic.json", "mini_shift.json"))
+    semantic, shift = (json.loads((RECIPES / n).read_text())["tasks"] for n in ("mini_semantic.json", "mini_shift.json"))
     assert {t for t in shift if shift[t] != semantic[t]} == {"image2semanticmap"}
 
 
@@ -297,32 +287,30 @@ def test_task_alone_trains_one_generated_task_and_refuses_unknown_ones(capsys):
     is refused with the generated ones named."""
     from training.train import main, pick_task
 
-    recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
-    recipe = load_recipe(recipes / "focused.json", only_task="image2pose")
+    recipe = load_recipe(RECIPES / "focused.json", only_task="image2pose")
     assert recipe["tasks"] == {"image2pose": 1.0}
     assert {pick_task(recipe, step, micro)[0] for step in range(20) for micro in range(2)} == {"image2pose"}
-    assert len(load_recipe(recipes / "focused.json")["tasks"]) == 22  # without --task: the whole mix
+    assert len(load_recipe(RECIPES / "focused.json")["tasks"]) == 22  # without --task: the whole mix
 
     # an 18-minute trial on one process draws samples Mini's training never drew
-    assert not drawn_seeds(recipe, 1200, 1) & drawn_seeds(load_recipe(recipes / "mini.json"), 8000, 2)
+    assert not drawn_seeds(recipe, 1200, 1) & drawn_seeds(load_recipe(RECIPES / "mini.json"), 8000, 2)
     with pytest.raises(SystemExit):
-        main(["--recipe", str(recipes / "focused.json"), "--out", "unused", "--task", "image2normals"])
+        main(["--recipe", str(RECIPES / "focused.json"), "--out", "unused", "--task", "image2normals"])
     err = capsys.readouterr().err
     assert "['image2normals']" in err and "image2pose" in err
     with pytest.raises(SystemExit):
-        main(["--recipe", str(recipes / "focused.json"), "--out", "unused", "--data", "folder"])
+        main(["--recipe", str(RECIPES / "focused.json"), "--out", "unused", "--data", "folder"])
     assert "--data needs --task" in capsys.readouterr().err
 
 
 def test_the_binding_trials_differ_only_in_their_text_path():
     """binding_text64.json and binding_text128.json are one run but for the text encoder and the transformer's
     caption width, so their label-probe figures compare the text path alone."""
-    recipes = Path(__file__).resolve().parent.parent / "training" / "recipes"
-    small, wide = (json.loads((recipes / n).read_text()) for n in ("binding_text64.json", "binding_text128.json"))
+    small, wide = (json.loads((RECIPES / n).read_text()) for n in ("binding_text64.json", "binding_text128.json"))
     changed = {k for k in set(small) | set(wide) if small.get(k) != wide.get(k)} - {"name", "comment"}
     assert changed == {"transformer", "text_encoder"}
     moved = {k for k in small["transformer"] if small["transformer"][k] != wide["transformer"][k]}
     assert moved == {"caption_channels"}
     assert wide["text_encoder"]["width"] == 2 * small["text_encoder"]["width"] == wide["transformer"]["caption_channels"]
-    assert load_recipe(recipes / "binding_text128.json", only_task="image2semanticmap")["label_pairs"] == [
+    assert load_recipe(RECIPES / "binding_text128.json", only_task="image2semanticmap")["label_pairs"] == [
         "image2semanticmap"]
