@@ -46,6 +46,7 @@ STAGES = [
     ("focused_multiview.json", {"only_task": "image2multiview", "seed": 13}),
     ("mini_multiview.json", {}),
     ("mini_unbeaten.json", {}),
+    ("mini_faceid_views.json", {}),
 ]
 
 
@@ -193,6 +194,25 @@ def test_the_unbeaten_tasks_continuation_raises_only_their_weights_and_draws_new
     assert all(unbeaten["tasks"][t] > mv["tasks"][t] for t in raised)
     assert unbeaten["max_minutes"] <= mv["max_minutes"]
     assert_draws_no_sample_drawn_before("mini_unbeaten.json")
+
+
+def test_the_faceid_and_views_continuation_changes_only_their_weights_and_shift_and_draws_new_samples():
+    """mini_faceid_views.json goes on from the fifth release on mini_unbeaten.json's mix: faceid and image to
+    multi-view weighted up further, faceid's noise levels shifted like camera estimation's, image to semantic map
+    back to its weight before, a shorter time budget, and training samples that none of the stages before drew."""
+    unbeaten, ours = (json.loads((RECIPES / n).read_text()) for n in ("mini_unbeaten.json", "mini_faceid_views.json"))
+    changed = ("name", "comment", "tasks", "task_sigma_shift", "seed", "max_minutes")
+    kept = {k: v for k, v in unbeaten.items() if k not in changed}
+    assert {k: v for k, v in ours.items() if k not in changed} == kept
+    moved = {t for t in unbeaten["tasks"] if ours["tasks"][t] != unbeaten["tasks"][t]}
+    assert moved == {"faceid", "image2semanticmap", "image2multiview"}
+    assert ours["tasks"]["faceid"] > unbeaten["tasks"]["faceid"]
+    assert ours["tasks"]["image2multiview"] > unbeaten["tasks"]["image2multiview"]
+    mv = json.loads((RECIPES / "mini_multiview.json").read_text())
+    assert ours["tasks"]["image2semanticmap"] == mv["tasks"]["image2semanticmap"]
+    assert ours["task_sigma_shift"] == {**unbeaten["task_sigma_shift"], "faceid": 6.0}
+    assert ours["max_minutes"] <= unbeaten["max_minutes"]
+    assert_draws_no_sample_drawn_before("mini_faceid_views.json")
 
 
 def test_the_reweighted_trial_recipe_is_mini_with_other_task_weights_only():
