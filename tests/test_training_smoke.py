@@ -47,6 +47,7 @@ STAGES = [
     ("mini_multiview.json", {}),
     ("mini_unbeaten.json", {}),
     ("mini_faceid_views.json", {}),
+    ("mini_faceid_more.json", {}),
 ]
 
 
@@ -213,6 +214,18 @@ def test_the_faceid_and_views_continuation_changes_only_their_weights_and_shift_
     assert ours["task_sigma_shift"] == {**unbeaten["task_sigma_shift"], "faceid": 6.0}
     assert ours["max_minutes"] <= unbeaten["max_minutes"]
     assert_draws_no_sample_drawn_before("mini_faceid_views.json")
+
+
+def test_the_further_faceid_continuation_raises_only_faceid_and_draws_new_samples():
+    """mini_faceid_more.json goes on from the run of mini_faceid_views.json with only faceid's weight raised, a
+    shorter time budget, and training samples that none of the stages before drew."""
+    views, ours = (json.loads((RECIPES / n).read_text()) for n in ("mini_faceid_views.json", "mini_faceid_more.json"))
+    changed = ("name", "comment", "tasks", "seed", "max_minutes")
+    assert {k: v for k, v in ours.items() if k not in changed} == {k: v for k, v in views.items() if k not in changed}
+    assert {t for t in views["tasks"] if ours["tasks"][t] != views["tasks"][t]} == {"faceid"}
+    assert ours["tasks"]["faceid"] > views["tasks"]["faceid"]
+    assert ours["max_minutes"] <= views["max_minutes"]
+    assert_draws_no_sample_drawn_before("mini_faceid_more.json")
 
 
 def test_the_reweighted_trial_recipe_is_mini_with_other_task_weights_only():
