@@ -48,6 +48,7 @@ STAGES = [
     ("mini_unbeaten.json", {}),
     ("mini_faceid_views.json", {}),
     ("mini_faceid_more.json", {}),
+    ("mini_views_heavy.json", {}),
 ]
 
 
@@ -226,6 +227,18 @@ def test_the_further_faceid_continuation_raises_only_faceid_and_draws_new_sample
     assert ours["tasks"]["faceid"] > views["tasks"]["faceid"]
     assert ours["max_minutes"] <= views["max_minutes"]
     assert_draws_no_sample_drawn_before("mini_faceid_more.json")
+
+
+def test_the_heavy_views_continuation_raises_only_image2multiview_and_draws_new_samples():
+    """mini_views_heavy.json goes on from the sixth release (the run of mini_faceid_more.json) with only image to
+    multi-view's weight raised (its noise shift kept), a longer time budget, and samples no stage before drew."""
+    more, ours = (json.loads((RECIPES / n).read_text()) for n in ("mini_faceid_more.json", "mini_views_heavy.json"))
+    changed = ("name", "comment", "tasks", "seed", "max_minutes")
+    assert {k: v for k, v in ours.items() if k not in changed} == {k: v for k, v in more.items() if k not in changed}
+    assert {t for t in more["tasks"] if ours["tasks"][t] != more["tasks"][t]} == {"image2multiview"}
+    assert ours["tasks"]["image2multiview"] > more["tasks"]["image2multiview"]
+    assert ours["task_sigma_shift"]["image2multiview"] == 6.0
+    assert_draws_no_sample_drawn_before("mini_views_heavy.json")
 
 
 def test_the_reweighted_trial_recipe_is_mini_with_other_task_weights_only():
