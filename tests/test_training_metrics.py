@@ -90,6 +90,24 @@ def test_the_label_probe_tells_a_model_that_reads_the_labels_from_one_that_ignor
     assert reads["foreground_iou"] == ignores["foreground_iou"] == 1.0
 
 
+def test_the_label_probe_scores_the_photos_as_the_evaluation_does_and_validates_off_the_record():
+    """record_miou: the true maps score 1 and the maps of the next photo less; validation seeds are training seeds
+    that neither the record's held-out ones nor any stage's draws reach."""
+    from training.data import HELDOUT_SEEDS, TRAIN_SEEDS
+    from training.evaluate import seeds_for
+    from training.label_probe import TASK, record_miou, validation_seeds
+    from training.train import sample_seed
+
+    seeds = list(range(3000, 3012))
+    assert record_miou(lambda s, k: s.targets[1], seeds) > 0.99
+    assert record_miou(lambda s, k: make_sample(TASK, seeds[(k + 1) % len(seeds)], 64).targets[1], seeds) < 0.25
+    validation = validation_seeds(32)
+    assert all(v in TRAIN_SEEDS and v not in HELDOUT_SEEDS for v in validation)
+    assert not set(validation) & set(seeds_for(TASK, 32))
+    # past the last draw of a stage with seed 19 and 8000 steps of two processes
+    assert min(validation) > sample_seed({"seed": 19, "micro_batches": 2, "batch_size": 8}, 8000, 0, 0, 0, 2)
+
+
 def test_the_position_probe_reads_positions_that_the_states_carry_and_not_others():
     from training.label_probe import position_probe
 

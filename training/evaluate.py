@@ -135,8 +135,9 @@ def ceiling_frames(sample, codec) -> dict:
 
 # ------------------------------------------------------------------------------ model
 def model_frames(pipe, sample, steps: int, seed: int, sampler: str = "euler", step_cache: float = 0.0,
-                 stats: list | None = None):
-    guidance = TEXT_TASKS.get(sample.task, 1.0)
+                 stats: list | None = None, guidance: float | None = None):
+    """The model's frames for `sample`; `guidance` None is the evaluation's fixed one for the task (TEXT_TASKS)."""
+    guidance = TEXT_TASKS.get(sample.task, 1.0) if guidance is None else guidance
     request = replace(sample.request, steps=steps, guidance=guidance, negative_prompt="")
     result = pipe.generate(**request.generate_kwargs(), seed=seed, sampler=sampler, step_cache_threshold=step_cache)
     out = outputs.decode_result(pipe, request, result)

@@ -1,6 +1,6 @@
 """Does a checkpoint colour each object by the prompt's labels? image -> semantic map, asked twice per photo.
 
-    python -m training.label_probe --checkpoint mini
+    python -m training.label_probe --checkpoint mini [--validation] [--guidance 3.0]
 
 Each held-out image2semanticmap sample of the record is asked once as it is and once with every label's colour
 moved on by one place (`make_sample(..., label_shift=1)`: the same photo, another prompt). For every object of a
@@ -11,6 +11,7 @@ same colour both times, whatever the prompt says.
 It also asks whether the text encoder's output carries each label's position in the prompt (which fixes its
 colour) at the label's word: a linear read-out fitted on training prompts, scored on held-out ones; and what
 the record's mIoU would be with every shape exact and the colours guessed (`guessed_colours_miou`).
+`--validation` asks photos off the record (`validation_seeds`), for trying a setting such as `--guidance`.
 """
 
 from __future__ import annotations
@@ -23,10 +24,16 @@ import numpy as np
 import torch
 
 from training.data import HELDOUT_SEEDS, TRAIN_SEEDS, make_sample
-from training.metrics import iou, miou
+from training.metrics import iou, miou, score
 from unidiff_core.onediffusion import outputs
 
 TASK = "image2semanticmap"
+
+
+def validation_seeds(count: int) -> list[int]:
+    """Photos from the training range far from what any stage draws (a stage with seed s draws from s * 7 919 000 on):
+    for choosing a setting, where the record's held-out seeds must not be used."""
+    return [TRAIN_SEEDS.start + 700_000_000 + i for i in range(count)]
 
 
 def painted_colours(pred_frame, sample) -> dict:
@@ -63,6 +70,12 @@ def label_following(predict, seeds, size: int = 64) -> dict:
     return {"objects": len(right), "right_as_asked": float(np.mean(right)),
             "right_with_moved_colours": float(np.mean(right_moved)), "same_colour_both_times": float(np.mean(same)),
             "foreground_iou": float(np.mean(foreground))}
+
+
+def record_miou(predict, seeds, size: int = 64) -> float:
+    """The evaluation's mIoU of the answers to the photos as they are (sample k asked with noise seed k, as there)."""
+    samples = [make_sample(TASK, seed, size) for seed in seeds]
+    return float(np.mean([score(s, {1: predict(s, k)})["miou"] for k, s in enumerate(samples)]))
 
 
 def guessed_colours_miou(seeds, size: int = 64) -> float:
@@ -126,17 +139,28 @@ def main(argv=None):
     p.add_argument("--checkpoint", default="mini")
     p.add_argument("--samples", type=int, default=32)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance (default: the evaluation's, none for this task)")
+    p.add_argument("--validation", action="store_true",
+                   help="ask validation photos (validation_seeds) in place of the record's held-out ones, to "
+                        "choose a setting without looking at the record")
     args = p.parse_args(argv)
     pipe = load_pipeline(resolve_checkpoint(args.checkpoint))
     size = pipe.transformer.config.default_pixel_size[0]
-    result = label_following(lambda s, k: model_frames(pipe, s, args.steps, seed=k)[1], seeds_for(TASK, args.samples),
-                             size)
-    result["guessed_colours_miou"] = guessed_colours_miou(seeds_for(TASK, args.samples), size)
+    seeds = validation_seeds(args.samples) if args.validation else seeds_for(TASK, args.samples)
+
+    def predict(sample, k):
+        return model_frames(pipe, sample, args.steps, seed=k, guidance=args.guidance)[1]
+
+    result = label_following(predict, seeds, size)
+    result["miou"] = record_miou(predict, seeds, size)
+    result["guessed_colours_miou"] = guessed_colours_miou(seeds, size)
     # Does the prompt's text encoding carry each label's position (its colour) at the label's word?
     train = label_word_states(pipe.text_encoder, range(TRAIN_SEEDS.start + 500_000, TRAIN_SEEDS.start + 500_600), size)
     test = label_word_states(pipe.text_encoder, range(HELDOUT_SEEDS.start + 7000, HELDOUT_SEEDS.start + 7300), size)
     result["text_position"] = position_probe(*train, *test)
-    print(json.dumps(dict(result, checkpoint=args.checkpoint, samples=args.samples, steps=args.steps)))
+    print(json.dumps(dict(result, checkpoint=args.checkpoint, samples=args.samples, steps=args.steps,
+                          guidance=args.guidance, validation=args.validation)))
     return result
 
 
