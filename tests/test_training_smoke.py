@@ -49,6 +49,7 @@ STAGES = [
     ("mini_faceid_views.json", {}),
     ("mini_faceid_more.json", {}),
     ("mini_views_heavy.json", {}),
+    ("mini_views_heavier.json", {}),
 ]
 
 
@@ -239,6 +240,18 @@ def test_the_heavy_views_continuation_raises_only_image2multiview_and_draws_new_
     assert ours["tasks"]["image2multiview"] > more["tasks"]["image2multiview"]
     assert ours["task_sigma_shift"]["image2multiview"] == 6.0
     assert_draws_no_sample_drawn_before("mini_views_heavy.json")
+
+
+def test_the_heavier_views_continuation_raises_only_image2multiview_again_and_draws_new_samples():
+    """mini_views_heavier.json goes on from the run of mini_views_heavy.json with only image to multi-view's weight
+    raised again, a shorter time budget, and samples no stage before drew."""
+    heavy, ours = (json.loads((RECIPES / n).read_text()) for n in ("mini_views_heavy.json", "mini_views_heavier.json"))
+    changed = ("name", "comment", "tasks", "seed", "max_minutes")
+    assert {k: v for k, v in ours.items() if k not in changed} == {k: v for k, v in heavy.items() if k not in changed}
+    assert {t for t in heavy["tasks"] if ours["tasks"][t] != heavy["tasks"][t]} == {"image2multiview"}
+    assert ours["tasks"]["image2multiview"] > heavy["tasks"]["image2multiview"]
+    assert ours["max_minutes"] <= heavy["max_minutes"]
+    assert_draws_no_sample_drawn_before("mini_views_heavier.json")
 
 
 def test_the_reweighted_trial_recipe_is_mini_with_other_task_weights_only():
